@@ -1,0 +1,291 @@
+"""The DDPM U-Net: the noise-prediction network eps_theta(x_t, t) of Ho et al. 2020.
+
+"Denoising Diffusion Probabilistic Models", Appendix B: a U-Net backbone "similar to an
+unmasked PixelCNN++" with group normalization, two residual blocks per resolution,
+self-attention at the 16x16 resolution, and the diffusion time t given to every residual
+block through the Transformer sinusoidal embedding. With the CIFAR-10 settings (the defaults
+of UNetConfig) it has the paper's 35.7M parameters.
+
+Layout, as in the paper's implementation:
+
+    conv_in -> [levels: num_res_blocks x (res block [+ attention]), downsample]
+            -> middle: res block, attention, res block
+            -> [levels, reversed: (num_res_blocks + 1) x (res block [+ attention]), upsample]
+            -> GroupNorm, SiLU, conv_out
+
+Every activation saved on the way down (conv_in's output, each block's, each downsample's)
+is concatenated to the input of one block on the way up, hence the extra block per level.
+
+The network knows nothing of the noise schedule: it maps (x_t, t) to a tensor shaped like
+x_t, and a sampler may call it as any `model(x_t, t)`.
+"""
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .embeddings import check_timesteps, timestep_embedding
+
+GROUPNORM_EPS = 1e-6  # the paper's TensorFlow code (tf.contrib group_norm); PyTorch defaults to 1e-5
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """Hyperparameters of the DDPM U-Net. The defaults are the paper's CIFAR-10 model."""
+
+    image_size: int = 32  # side of the training images; fixes which levels get attention
+    in_channels: int = 3
+    out_channels: int | None = None  # None: same as in_channels (eps is shaped like x_t)
+    channels: int = 128  # width of the first level
+    channel_mults: tuple[int, ...] = (1, 2, 2, 2)  # level i has width channels * mults[i]; one level per resolution (32, 16, 8, 4)
+    num_res_blocks: int = 2  # per level on the way down; the way up has one more (skips)
+    attention_resolutions: tuple[int, ...] = (16,)  # attention at these feature-map sides only: at 32x32 it costs 16x more for little gain
+    dropout: float = 0.1  # the paper's CIFAR-10 value, against overfitting 50k images
+    num_heads: int = 1  # the paper's attention is single-head
+    norm_groups: int = 32  # GroupNorm(32) as in the paper; every level's width must divide by it
+
+    def __post_init__(self) -> None:
+        # Configs saved as JSON come back with lists: store tuples, so that configs compare.
+        object.__setattr__(self, "channel_mults", tuple(self.channel_mults))
+        object.__setattr__(self, "attention_resolutions", tuple(self.attention_resolutions))
+        positive = ("image_size", "in_channels", "channels", "num_res_blocks", "num_heads", "norm_groups")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"UNetConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.out_channels is not None and self.out_channels < 1:
+            raise ValueError(f"UNetConfig.out_channels must be >= 1 or None, got {self.out_channels}")
+        if not self.channel_mults or min(self.channel_mults) < 1:
+            raise ValueError(f"UNetConfig.channel_mults must be positive ints, got {self.channel_mults}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"UNetConfig.dropout must be in [0, 1), got {self.dropout}")
+        factor = 2 ** (len(self.channel_mults) - 1)
+        if self.image_size % factor != 0:
+            raise ValueError(
+                f"UNetConfig.image_size={self.image_size} must be divisible by {factor} "
+                f"(2 ** (levels - 1), one halving per level after the first)"
+            )
+        for mult in self.channel_mults:
+            width = self.channels * mult
+            if width % self.norm_groups != 0:
+                raise ValueError(
+                    f"UNetConfig: level width channels * mult = {width} is not divisible by "
+                    f"norm_groups={self.norm_groups}"
+                )
+            if width % self.num_heads != 0:
+                raise ValueError(f"UNetConfig: level width {width} not divisible by num_heads={self.num_heads}")
+        unknown = sorted(set(self.attention_resolutions) - set(self.resolutions))
+        if unknown:
+            raise ValueError(
+                f"UNetConfig.attention_resolutions {unknown} match no level; the feature-map "
+                f"sides of this U-Net are {self.resolutions}"
+            )
+
+    @property
+    def resolutions(self) -> tuple[int, ...]:
+        """Feature-map side at each level, e.g. (32, 16, 8, 4) for CIFAR-10."""
+        return tuple(self.image_size // 2**i for i in range(len(self.channel_mults)))
+
+
+class ResidualBlock(nn.Module):
+    """Residual block with the timestep added in (Ho et al. 2020, App. B; PixelCNN++ style).
+
+    GroupNorm, SiLU, 3x3 conv, + projection of the timestep embedding, GroupNorm, SiLU,
+    dropout, 3x3 conv (zero-initialised, so the block starts as the identity), plus a 1x1
+    conv on the skip path when the number of channels changes.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, dropout: float, groups: int):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(groups, in_ch, eps=GROUPNORM_EPS)
+        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
+        self.emb_proj = nn.Linear(emb_dim, out_ch)
+        self.norm2 = nn.GroupNorm(groups, out_ch, eps=GROUPNORM_EPS)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+        self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        """x: (B, in_ch, H, W); emb: (B, emb_dim), the timestep embedding after its SiLU."""
+        h = self.conv1(F.silu(self.norm1(x)))  # (B, out_ch, H, W)
+        h = h + self.emb_proj(emb)[:, :, None, None]  # one bias per channel, per sample
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))  # (B, out_ch, H, W)
+        return self.skip(x) + h
+
+
+class SelfAttention(nn.Module):
+    """Self-attention over the H*W positions of a feature map, with a residual connection.
+
+    GroupNorm, 1x1 projection to queries, keys and values, scaled dot-product attention
+    (Vaswani et al. 2017), 1x1 output projection (zero-initialised: starts as the identity).
+    """
+
+    def __init__(self, channels: int, num_heads: int, groups: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.norm = nn.GroupNorm(groups, channels, eps=GROUPNORM_EPS)
+        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
+        self.proj = nn.Conv2d(channels, channels, 1)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        B, C, H, W = x.shape
+        qkv = self.qkv(self.norm(x))  # (B, 3C, H, W)
+        # Positions first, channels last; a free view when x is channels_last, else one copy.
+        # It gives q, k, v a unit stride on their last dim, which the fused kernels want.
+        qkv = qkv.flatten(2).transpose(1, 2).contiguous()  # (B, HW, 3C)
+        q, k, v = qkv.unflatten(2, (3, self.num_heads, C // self.num_heads)).permute(2, 0, 3, 1, 4)  # each (B, heads, HW, C/heads)
+        h = F.scaled_dot_product_attention(q, k, v)  # (B, heads, HW, C/heads), scale 1/sqrt(C/heads)
+        h = h.transpose(1, 2).reshape(B, H * W, C)  # (B, HW, C)
+        h = h.transpose(1, 2).unflatten(2, (H, W))  # (B, C, H, W), a channels_last view
+        return x + self.proj(h)  # the sum takes x's memory format
+
+
+class ResAttnBlock(nn.Module):
+    """A residual block, followed by self-attention at the resolutions that have it."""
+
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, attention: bool, cfg: UNetConfig):
+        super().__init__()
+        self.res = ResidualBlock(in_ch, out_ch, emb_dim, cfg.dropout, cfg.norm_groups)
+        self.attn = SelfAttention(out_ch, cfg.num_heads, cfg.norm_groups) if attention else None
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        h = self.res(x, emb)
+        return h if self.attn is None else self.attn(h)
+
+
+class Downsample(nn.Module):
+    """Halve the resolution with a stride-2 3x3 convolution."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(x)  # (B, C, H/2, W/2)
+
+
+class Upsample(nn.Module):
+    """Double the resolution: nearest-neighbour x2, then a 3x3 convolution."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))  # (B, C, 2H, 2W)
+
+
+class Level(nn.Module):
+    """One resolution of the U-Net: its blocks, then the resampling to the next (or None)."""
+
+    def __init__(self, blocks: list[ResAttnBlock], resample: nn.Module | None):
+        super().__init__()
+        self.blocks = nn.ModuleList(blocks)
+        self.resample = resample
+
+
+class UNet(nn.Module):
+    """The DDPM noise-prediction U-Net, eps_theta(x_t, t) (Ho et al. 2020, Appendix B)."""
+
+    def __init__(self, config: UNetConfig):
+        super().__init__()
+        self.config = cfg = config
+        ch = cfg.channels
+        emb_dim = 4 * ch  # the paper's timestep MLP widens to 4x the base width
+        levels = len(cfg.channel_mults)
+        self.time_mlp = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.conv_in = nn.Conv2d(cfg.in_channels, ch, 3, padding=1)
+
+        # Way down: record the width of every activation that is saved for a skip.
+        skip_widths = [ch]
+        width = ch
+        self.down = nn.ModuleList()
+        for i, mult in enumerate(cfg.channel_mults):
+            attention = cfg.resolutions[i] in cfg.attention_resolutions
+            blocks = []
+            for _ in range(cfg.num_res_blocks):
+                blocks.append(ResAttnBlock(width, ch * mult, emb_dim, attention, cfg))
+                width = ch * mult
+                skip_widths.append(width)
+            resample = Downsample(width) if i < levels - 1 else None
+            if resample is not None:
+                skip_widths.append(width)
+            self.down.append(Level(blocks, resample))
+
+        self.mid_res1 = ResidualBlock(width, width, emb_dim, cfg.dropout, cfg.norm_groups)
+        self.mid_attn = SelfAttention(width, cfg.num_heads, cfg.norm_groups)
+        self.mid_res2 = ResidualBlock(width, width, emb_dim, cfg.dropout, cfg.norm_groups)
+
+        # Way up: each block takes one saved activation, last saved first.
+        self.up = nn.ModuleList()
+        for i, mult in reversed(list(enumerate(cfg.channel_mults))):
+            attention = cfg.resolutions[i] in cfg.attention_resolutions
+            blocks = []
+            for _ in range(cfg.num_res_blocks + 1):
+                blocks.append(ResAttnBlock(width + skip_widths.pop(), ch * mult, emb_dim, attention, cfg))
+                width = ch * mult
+            self.up.append(Level(blocks, Upsample(width) if i > 0 else None))
+
+        self.norm_out = nn.GroupNorm(cfg.norm_groups, width, eps=GROUPNORM_EPS)
+        self.conv_out = nn.Conv2d(width, cfg.out_channels or cfg.in_channels, 3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)  # the paper's code: the network starts by predicting 0
+        nn.init.zeros_(self.conv_out.bias)
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        """Predict the noise in x_t.
+
+        Args:
+            x: noisy images x_t, shape (B, in_channels, H, W). H and W must be divisible by
+                2 ** (levels - 1); they need not equal image_size, which only fixed, at
+                construction, the levels that have attention.
+            t: timesteps, shape (B,): integers 0..T-1, t = 0 the first diffusion step (floats
+                are accepted and embedded as they are).
+
+        Returns:
+            Shape (B, out_channels, H, W).
+        """
+        self._check_inputs(x, t)
+        emb = timestep_embedding(t, self.config.channels)  # (B, ch), float32
+        emb = self.time_mlp(emb.to(self.conv_in.weight.dtype))  # (B, 4ch)
+        emb = F.silu(emb)  # every block applies SiLU before its projection: do it once here
+
+        h = self.conv_in(x)  # (B, ch, H, W)
+        saved = [h]
+        for level in self.down:
+            for block in level.blocks:
+                h = block(h, emb)  # (B, ch * mult, H_i, W_i)
+                saved.append(h)
+            if level.resample is not None:
+                h = level.resample(h)  # (B, ch * mult, H_i / 2, W_i / 2)
+                saved.append(h)
+
+        h = self.mid_res2(self.mid_attn(self.mid_res1(h, emb)), emb)  # (B, ch * mults[-1], H_last, W_last)
+
+        for level in self.up:
+            for block in level.blocks:
+                h = block(torch.cat([h, saved.pop()], dim=1), emb)  # (B, C + C_skip, H_i, W_i) -> (B, ch * mult, H_i, W_i)
+            if level.resample is not None:
+                h = level.resample(h)  # (B, ch * mult, 2 H_i, 2 W_i)
+
+        return self.conv_out(F.silu(self.norm_out(h)))  # (B, out_channels, H, W)
+
+    def _check_inputs(self, x: Tensor, t: Tensor) -> None:
+        cfg = self.config
+        if not isinstance(x, Tensor) or x.ndim != 4:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"UNet: x must have shape (B, {cfg.in_channels}, H, W), got {shape}")
+        B, C, H, W = x.shape
+        if C != cfg.in_channels:
+            raise ValueError(f"UNet: x has {C} channels, the model was built for in_channels={cfg.in_channels}")
+        factor = 2 ** (len(cfg.channel_mults) - 1)
+        if H % factor != 0 or W % factor != 0:
+            raise ValueError(
+                f"UNet: spatial size {H}x{W} must be divisible by {factor} "
+                f"(2 ** (levels - 1) for {len(cfg.channel_mults)} levels)"
+            )
+        check_timesteps(t, B, "UNet")
