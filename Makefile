@@ -8,7 +8,7 @@ EXTRAS ?= test,book
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test book install clean
+.PHONY: test book install clean mutation
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,3 +26,7 @@ book: $(STAMP)
 
 clean:
 	rm -rf _build .pytest_cache
+
+# Slow: break each formula in turn and check that a test catches it (~15 min).
+mutation: $(STAMP)
+	$(PY) tests/mutation_check.py

@@ -572,3 +572,91 @@ def test_output_maps_check_shapes(toy_sets, digits):
         digits[0].from_output(np.zeros((2, 9, 8, 1), np.uint8))
     with raises(r"expected shape \(N, 1, 8, 8\)"):
         digits[0].to_output(torch.zeros(2, 8, 8, 1))
+
+
+# ---------------------------------------------------------------- class labels (for the metrics)
+
+def write_idx_labels(path: Path, labels: np.ndarray, *, magic: int = 0x00000801,
+                     gz: bool = False) -> Path:
+    """IDX1 uint8: big-endian magic, N, then one byte per label."""
+    payload = struct.pack(">II", magic, len(labels)) + labels.astype(np.uint8).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(gzip.compress(payload) if gz else payload)
+    return path
+
+
+def test_digits_labels_are_sklearns_targets_aligned_with_batches(digits):
+    from sklearn.datasets import load_digits
+    target = load_digits().target
+    train, test = digits
+    for ds, expected in [(train, target[:1500]), (test, target[1500:])]:
+        labels = ds.labels()
+        assert labels.dtype == torch.int64 and labels.shape == (ds.num_examples,)
+        np.testing.assert_array_equal(labels.numpy(), expected)
+    # labels()[batch_indices] are the labels of get_batch: match images back to all_data
+    indices = train.batch_indices(3, 16, seed=2)
+    assert torch.equal(train.get_batch(3, 16, seed=2), train.all_data()[indices])
+    np.testing.assert_array_equal(train.labels()[indices].numpy(), target[:1500][indices.numpy()])
+
+
+def test_datasets_without_labels_say_none(toy_sets, tmp_path):
+    for ds in toy_sets.values():
+        assert ds.labels() is None
+    np.save(tmp_path / "p.npy", np.ones((3, 2)))
+    np.save(tmp_path / "i.npy", random_images(3, 4, 4))
+    assert load_dataset(str(tmp_path / "p.npy")).labels() is None
+    assert load_dataset(str(tmp_path / "i.npy")).labels() is None
+
+
+@pytest.mark.parametrize("layout,gz", [("", False), ("MNIST/raw", True)])
+def test_mnist_labels_from_idx1_files(tmp_path, layout, gz, no_torchvision):
+    suffix = ".gz" if gz else ""
+    for split, stem, n in [("train", "train", 12), ("test", "t10k", 5)]:
+        images, labels = random_images(n, 28, 28, seed=n), np.arange(n) % 10
+        write_idx(tmp_path / layout / f"{stem}-images-idx3-ubyte{suffix}", images, gz=gz)
+        assert load_dataset("mnist", split=split, data_dir=str(tmp_path)).labels() is None
+        write_idx_labels(tmp_path / layout / f"{stem}-labels-idx1-ubyte{suffix}", labels, gz=gz)
+        ds = load_dataset("mnist", split=split, data_dir=str(tmp_path))
+        np.testing.assert_array_equal(ds.labels().numpy(), labels)
+        assert ds.labels().dtype == torch.int64
+
+
+def test_bad_mnist_label_files(tmp_path, no_torchvision):
+    write_idx(tmp_path / "a" / "train-images-idx3-ubyte", random_images(3, 28, 28))
+    write_idx_labels(tmp_path / "a" / "train-labels-idx1-ubyte", np.arange(4))
+    with raises("has 4 labels for the 3 images"):
+        load_dataset("mnist", data_dir=str(tmp_path / "a"))
+    write_idx(tmp_path / "b" / "train-images-idx3-ubyte", random_images(3, 28, 28))
+    write_idx_labels(tmp_path / "b" / "train-labels-idx1-ubyte", np.arange(3), magic=0x803)
+    with raises("not an IDX label file: magic number 0x00000803"):
+        load_dataset("mnist", data_dir=str(tmp_path / "b"))
+    path = write_idx_labels(tmp_path / "c" / "train-labels-idx1-ubyte", np.arange(3))
+    write_idx(tmp_path / "c" / "train-images-idx3-ubyte", random_images(3, 28, 28))
+    path.write_bytes(path.read_bytes()[:-1])
+    with raises("header says 3 labels, found 2 bytes"):
+        load_dataset("mnist", data_dir=str(tmp_path / "c"))
+
+
+def test_cifar10_labels_are_the_first_byte_of_each_record(tmp_path, no_torchvision):
+    folder = tmp_path / "cifar-10-batches-bin"
+    for i in range(5):
+        write_cifar_batch(folder / f"data_batch_{i + 1}.bin", random_images(2, 32, 32, 3, seed=i),
+                          np.array([i, 9 - i]))
+    write_cifar_batch(folder / "test_batch.bin", random_images(3, 32, 32, 3), np.array([7, 0, 3]))
+    train = load_dataset("cifar10", data_dir=str(tmp_path))
+    assert train.labels().tolist() == [0, 9, 1, 8, 2, 7, 3, 6, 4, 5]
+    test = load_dataset("cifar10", split="test", data_dir=str(tmp_path))
+    assert test.labels().tolist() == [7, 0, 3] and test.labels().dtype == torch.int64
+
+
+def test_torchvision_targets_become_labels(tmp_path, monkeypatch):
+    class FakeMNIST:
+        def __init__(self, root, train, download):
+            self.data = torch.from_numpy(random_images(4, 28, 28, seed=9))
+            self.targets = torch.tensor([3, 1, 4, 1])
+
+    fake = types.ModuleType("torchvision")
+    fake.datasets = types.SimpleNamespace(MNIST=FakeMNIST)
+    monkeypatch.setitem(sys.modules, "torchvision", fake)
+    ds = load_dataset("mnist", data_dir=str(tmp_path), download=True)
+    assert ds.labels().tolist() == [3, 1, 4, 1]

@@ -110,7 +110,7 @@ def test_kl_terms_match_their_closed_form_for_gaussian_data():
     c1 = np.sqrt(ab_prev) * b / (1 - ab)
     post_var = b * (1 - ab_prev) / (1 - ab)
     cond_var = v * (1 - ab) / (ab * v + 1 - ab)
-    exact = (c1 ** 2 * cond_var / (2 * post_var))[1:] / math.log(2)      # bits, per t >= 1
+    exact = (c1 ** 2 * cond_var)[1:] / (2 * post_var[1:]) / math.log(2)  # bits, per t >= 1
     total = terms.sum(1)
     assert abs(total.mean().item() - exact.sum()) < 5 * total.std().item() / math.sqrt(N)
     per_t = terms.mean(0).numpy()

@@ -170,6 +170,15 @@ class Dataset:
         """Examples ``indices`` (B,) in training space, (B, *sample_shape) on the device."""
         raise NotImplementedError
 
+    def labels(self) -> Tensor | None:
+        """Class labels (num_examples,) int64 on the device, aligned with ``all_data()``.
+
+        None where the data has none: toys, arrays, folders, and MNIST without its label
+        files. ``labels()[batch_indices(...)]`` are the labels of ``get_batch(...)``.
+        The feature classifier of :mod:`diffusion_lib.metrics` trains on them (chapter 7).
+        """
+        return None
+
     def to_output(self, x: Tensor) -> np.ndarray:
         """Training space (N, *sample_shape) -> the data's own space, as numpy."""
         raise NotImplementedError

@@ -22,7 +22,8 @@ from torch import Tensor
 from . import DataError, Dataset
 
 __all__ = ["ImageDataset", "InMemoryImages", "StreamedImages", "from_nhwc", "load_digits",
-           "read_idx_images", "load_mnist", "read_cifar10_binary", "load_cifar10",
+           "read_idx_images", "read_idx_labels", "load_mnist", "read_cifar10_binary",
+           "read_cifar10_labels", "load_cifar10",
            "load_image_folder", "DIGITS_NUM_TEST", "IMAGE_SUFFIXES"]
 
 DIGITS_NUM_TEST = 297                     # digits: the last 297 of 1,797 images are the test split
@@ -61,16 +62,27 @@ class ImageDataset(Dataset):
 
 
 class InMemoryImages(ImageDataset):
-    """Images held on the device as one uint8 tensor (N, C, H, W)."""
+    """Images held on the device as one uint8 tensor (N, C, H, W), with optional labels (N,)."""
 
     def __init__(self, name: str, images: Tensor | np.ndarray, *, split: str = "train",
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu", labels: Tensor | np.ndarray | None = None):
         images = torch.as_tensor(images)
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[0] == 0:
             raise DataError(f"{name}: expected uint8 images (N, C, H, W) with N > 0, "
                             f"found {images.dtype} {tuple(images.shape)}")
         super().__init__(name, tuple(images.shape[1:]), images.shape[0], split=split, device=device)
         self.images = images.to(self.device)                                 # (N, C, H, W) uint8
+        self._labels = None if labels is None else self._check_labels(labels)
+
+    def _check_labels(self, labels: Tensor | np.ndarray) -> Tensor:
+        labels = labels if isinstance(labels, Tensor) else torch.from_numpy(np.array(labels))
+        if labels.shape != (self.num_examples,) or labels.is_floating_point():
+            raise DataError(f"{self.name}: expected {self.num_examples} integer labels, found "
+                            f"{labels.dtype} {tuple(labels.shape)}")
+        return labels.to(self.device, torch.long)                           # (N,) int64
+
+    def labels(self) -> Tensor | None:
+        return self._labels
 
     def _uint8_rows(self, indices: Tensor) -> Tensor:
         return self.images[indices.to(self.device)]
@@ -97,21 +109,23 @@ def load_digits(*, split: str = "train", device: torch.device | str = "cpu") -> 
     the first 1,500 images train, the last :data:`DIGITS_NUM_TEST` = 297 test.
 
     Returns:
-        InMemoryImages with sample_shape (1, 8, 8).
+        InMemoryImages with sample_shape (1, 8, 8) and the digit 0..9 as ``labels()``.
     """
     try:
         from sklearn.datasets import load_digits as sklearn_load_digits
     except ImportError:
         raise DataError("digits: needs scikit-learn (pip install scikit-learn)") from None
-    levels = sklearn_load_digits().images                                    # (1797, 8, 8), 0..16
-    u8 = np.round(levels * 255 / 16).astype(np.uint8)
-    u8 = u8[:-DIGITS_NUM_TEST] if split == "train" else u8[-DIGITS_NUM_TEST:]
-    return InMemoryImages("digits", from_nhwc(u8), split=split, device=device)
+    bunch = sklearn_load_digits()
+    u8 = np.round(bunch.images * 255 / 16).astype(np.uint8)                 # (1797, 8, 8), 0..16
+    rows = slice(None, -DIGITS_NUM_TEST) if split == "train" else slice(-DIGITS_NUM_TEST, None)
+    return InMemoryImages("digits", from_nhwc(u8[rows]), split=split, device=device,
+                          labels=bunch.target[rows])
 
 
 # ---------------------------------------------------------------- MNIST, Fashion-MNIST (IDX)
 
 _IDX_STEMS = {"train": "train-images-idx3-ubyte", "test": "t10k-images-idx3-ubyte"}
+_IDX_LABEL_STEMS = {"train": "train-labels-idx1-ubyte", "test": "t10k-labels-idx1-ubyte"}
 _TORCHVISION_NAMES = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "cifar10": "CIFAR10"}
 
 
@@ -152,6 +166,37 @@ def read_idx_images(path: str | Path, name: str = "mnist") -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, count=expected, offset=16).reshape(N, H, W)
 
 
+def read_idx_labels(path: str | Path, name: str = "mnist") -> np.ndarray:
+    """Read an IDX label file (optionally gzipped): magic 0x00000801, N, then N label bytes.
+
+    Returns:
+        uint8 (N,).
+    """
+    path = Path(path)
+    raw = _read_maybe_gzip(path, name)
+    if len(raw) < 8:
+        raise DataError(f"{name}: {path} is truncated: {len(raw)} bytes, less than the "
+                        f"8-byte IDX header")
+    magic, N = struct.unpack(">II", raw[:8])
+    if magic != 0x801:
+        raise DataError(f"{name}: {path} is not an IDX label file: magic number 0x{magic:08x}, "
+                        f"expected 0x00000801 (uint8, 1 dimension)")
+    if len(raw) - 8 != N:
+        raise DataError(f"{name}: {path} is corrupt: header says {N} labels, found "
+                        f"{len(raw) - 8} bytes")
+    return np.frombuffer(raw, dtype=np.uint8, count=N, offset=8)
+
+
+def _find_labels_next_to(images_path: Path, split: str) -> Path | None:
+    """The IDX label file of ``split`` in the folder of the image file, or None."""
+    stem = _IDX_LABEL_STEMS[split]
+    dotted = stem.replace("-idx", ".idx")
+    for candidate in [stem, stem + ".gz", dotted, dotted + ".gz"]:
+        if (images_path.parent / candidate).is_file():
+            return images_path.parent / candidate
+    return None
+
+
 def _search_dirs(name: str, data_dir: str | Path) -> list[Path]:
     """data_dir, data_dir/<name>, data_dir/<name>/raw and torchvision's data_dir/<Class>/raw."""
     root = Path(data_dir).expanduser()
@@ -178,8 +223,9 @@ def _has_torchvision() -> bool:
     return True
 
 
-def _torchvision_images(name: str, split: str, root: str | Path, download: bool) -> np.ndarray:
-    """Images of a torchvision dataset: uint8 (N, H, W) or (N, H, W, C), as numpy."""
+def _torchvision_images(name: str, split: str, root: str | Path,
+                        download: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Images of a torchvision dataset, uint8 (N, H, W) or (N, H, W, C), and labels (N,) or None."""
     import torchvision
 
     dataset_class = getattr(torchvision.datasets, _TORCHVISION_NAMES[name])
@@ -187,7 +233,9 @@ def _torchvision_images(name: str, split: str, root: str | Path, download: bool)
         dataset = dataset_class(root=str(root), train=split == "train", download=download)
     except Exception as error:   # network errors, checksum mismatches: one clear line
         raise DataError(f"{name}: torchvision could not load it into {root}: {error}") from None
-    return np.asarray(dataset.data, dtype=np.uint8)
+    targets = getattr(dataset, "targets", None)
+    return (np.asarray(dataset.data, dtype=np.uint8),
+            None if targets is None else np.asarray(targets, dtype=np.int64))
 
 
 def load_mnist(name: str = "mnist", *, split: str = "train", data_dir: str | Path = "data",
@@ -197,23 +245,31 @@ def load_mnist(name: str = "mnist", *, split: str = "train", data_dir: str | Pat
     Looks for train-images-idx3-ubyte[.gz] (t10k-... for the test split) in data_dir,
     data_dir/<name>, data_dir/<name>/raw and torchvision's data_dir/MNIST/raw (or
     FashionMNIST/raw). If none is there and ``download`` is set, torchvision downloads
-    the dataset into data_dir.
+    the dataset into data_dir. The labels are read from train-labels-idx1-ubyte[.gz]
+    (t10k-labels-...) in the folder of the image file, if it is there.
 
     Returns:
-        InMemoryImages with sample_shape (1, H, W).
+        InMemoryImages with sample_shape (1, H, W); ``labels()`` is None without a label file.
     """
     path = find_idx_file(name, split, data_dir)
+    labels = None
     if path is not None:
         u8 = read_idx_images(path, name)                                     # (N, H, W)
+        labels_path = _find_labels_next_to(path, split)
+        if labels_path is not None:
+            labels = read_idx_labels(labels_path, name)                      # (N,)
+            if len(labels) != len(u8):
+                raise DataError(f"{name}: {labels_path} has {len(labels)} labels for the "
+                                f"{len(u8)} images of {path}")
     elif download and _has_torchvision():
-        u8 = _torchvision_images(name, split, data_dir, download=True)
+        u8, labels = _torchvision_images(name, split, data_dir, download=True)
     else:
         stem = _IDX_STEMS[split]
         where = ", ".join(str(d) for d in _search_dirs(name, data_dir))
         hint = VISION_HINT if not _has_torchvision() else "run online with --download"
         raise DataError(f"{name}: no IDX files under {where}; pass --data-dir pointing to the "
                         f"folder with {stem}(.gz), or {hint}")
-    return InMemoryImages(name, from_nhwc(u8, name), split=split, device=device)
+    return InMemoryImages(name, from_nhwc(u8, name), split=split, device=device, labels=labels)
 
 
 # ---------------------------------------------------------------- CIFAR-10 (binary version)
@@ -228,6 +284,16 @@ def read_cifar10_binary(path: str | Path) -> np.ndarray:
     Returns:
         uint8 (N, 3, 32, 32), channel planes in R, G, B order.
     """
+    return _cifar10_records(path)[:, 1:].reshape(-1, 3, 32, 32)
+
+
+def read_cifar10_labels(path: str | Path) -> np.ndarray:
+    """The labels of one CIFAR-10 binary batch, the first byte of each record: uint8 (N,)."""
+    return _cifar10_records(path)[:, 0].copy()
+
+
+def _cifar10_records(path: str | Path) -> np.ndarray:
+    """The validated records of a CIFAR-10 binary batch, uint8 (N, 3073)."""
     path = Path(path)
     raw = _read_maybe_gzip(path, "cifar10")
     if len(raw) == 0 or len(raw) % CIFAR10_RECORD_BYTES:
@@ -238,7 +304,7 @@ def read_cifar10_binary(path: str | Path) -> np.ndarray:
     if records[:, 0].max() > 9:
         raise DataError(f"cifar10: {path} is corrupt: a label byte is {records[:, 0].max()}, "
                         f"not 0..9")
-    return records[:, 1:].reshape(-1, 3, 32, 32)
+    return records
 
 
 def _cifar10_roots(data_dir: str | Path) -> list[Path]:
@@ -278,17 +344,20 @@ def load_cifar10(*, split: str = "train", data_dir: str | Path = "data",
     cifar-10-batches-py/ folder, checksummed by torchvision) is used instead.
 
     Returns:
-        InMemoryImages with sample_shape (3, 32, 32).
+        InMemoryImages with sample_shape (3, 32, 32) and the class 0..9 as ``labels()``.
     """
     files = find_cifar10_binary(split, data_dir)
     if files is not None:
-        images = torch.from_numpy(np.concatenate([read_cifar10_binary(f) for f in files]))
-        return InMemoryImages("cifar10", images, split=split, device=device)
+        records = np.concatenate([_cifar10_records(f) for f in files])      # (N, 3073)
+        images = torch.from_numpy(records[:, 1:].reshape(-1, 3, 32, 32).copy())
+        return InMemoryImages("cifar10", images, split=split, device=device,
+                              labels=records[:, 0])
     python_root = _find_cifar10_python(data_dir)
     if (download or python_root is not None) and _has_torchvision():
         root = data_dir if python_root is None else python_root
-        u8 = _torchvision_images("cifar10", split, root, download=python_root is None)
-        return InMemoryImages("cifar10", from_nhwc(u8, "cifar10"), split=split, device=device)
+        u8, labels = _torchvision_images("cifar10", split, root, download=python_root is None)
+        return InMemoryImages("cifar10", from_nhwc(u8, "cifar10"), split=split, device=device,
+                              labels=labels)
     binary_hint = ("download cifar-10-binary.tar.gz (https://www.cs.toronto.edu/~kriz/cifar.html) "
                    "and extract it under --data-dir")
     if python_root is not None:
