@@ -18,11 +18,19 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
+# Notebooks run one thread per kernel: their tensors are small, and two threads on two
+# shared cores made the chapters 5-20x slower (OpenMP oversubscription).
+NB_ENV := OMP_NUM_THREADS=1
+
+# 1. unit tests, the notebooks' structure and a papermill run of each chapter with
+#    book/params/ci.yml (tests/test_notebooks.py); 2. every chapter cell by cell with nbval,
+#    comparing the printed checks of cells tagged nbval-check-output.
 test: $(STAMP)
 	$(PY) -m pytest
+	$(NB_ENV) $(PY) -m pytest --nbval-lax --nbval-current-env --nbval-cell-timeout=600 -p no:cacheprovider book/
 
 book: $(STAMP)
-	$(VENV)/bin/jupyter-book build . -W -n --keep-going
+	$(NB_ENV) $(VENV)/bin/jupyter-book build . -W -n --keep-going
 
 clean:
 	rm -rf _build .pytest_cache

@@ -69,12 +69,12 @@ PRESETS: dict[str, UNetConfig | MLPConfig] = {
     "tiny": UNetConfig(
         image_size=8,
         in_channels=1,
-        channels=16,
+        channels=8,
         channel_mults=(1, 2),
         num_res_blocks=1,
         attention_resolutions=(4,),
         dropout=0.0,
-        norm_groups=8,  # 32 groups need at least 32 channels
+        norm_groups=4,  # 32 groups would need at least 32 channels
     ),
     # 2-D toy data (swiss roll, 8 gaussians); the defaults of MLPConfig.
     "mlp": MLPConfig(),

@@ -22,13 +22,14 @@ class MLPConfig:
     """Hyperparameters of the MLP denoiser. The defaults suit 2-D toy data.
 
     Sized for a DDPM on swiss roll or 8 gaussians trained for about two minutes on two CPU
-    cores: ~70k parameters take a batch of 1024 forward and backward in a few milliseconds,
-    so two minutes are ~10k steps, and the residual blocks keep a 4-block net easy to train.
+    cores. The defaults (175k parameters) take ~22 ms of one core for a training step on a
+    batch of 512, and 3000 such steps (Adam, lr 5e-3 decayed to 0) give samples as close to
+    the data, by MMD and nearest-neighbour distance, as a second draw of the data.
     """
 
     dim: int = 2  # dimension of the data points
-    hidden: int = 128  # wider nets fit the toy data no better in two minutes, only slower
-    depth: int = 4  # residual blocks; fewer blur the thin arms of the swiss roll
+    hidden: int = 128  # 256 costs 3x more per step and fits the toys no better in two minutes
+    depth: int = 3  # residual blocks: 4 did no better on the toys; LayerNorm in each matters
     time_embed_dim: int = 64  # sinusoid width: 32 frequencies tell apart T = 1000 steps
     dropout: float = 0.0  # toy data is sampled afresh each batch: nothing to overfit
 
