@@ -105,8 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a DDPM (resumes a run folder)",
                        description="Train a DDPM, Ho et al. 2020 Algorithm 1. Re-running the "
                                    "same command resumes from the latest checkpoint.",
-                       epilog=_defaults_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
-    t.add_argument("--dataset", required=True, help="built-in name or a .npy/.npz file / image folder")
+                       epilog=_defaults_epilog(),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    t.add_argument("--dataset", required=True,
+                   help="built-in name, or a .npy/.npz file or a folder of images")
     t.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder")
     t.add_argument("--data-dir", help="where mnist / cifar10 files are (default ./data)")
     t.add_argument("--download", action="store_true", help="let torchvision download the data")

@@ -118,11 +118,20 @@ def test_bad_config_values(field, value):
 def test_per_dataset_defaults_and_model_fitting():
     from diffusion_lib import load_dataset
     cfg = resolve_config(TrainConfig(dataset="swissroll"), _swissroll())
-    assert (cfg.model, cfg.batch_size, cfg.model_overrides["dim"]) == ("mlp", 1024, 2)
+    assert (cfg.model, cfg.batch_size, cfg.model_overrides["dim"]) == ("mlp", 512, 2)
     assert None not in (cfg.steps, cfg.lr, cfg.ema_decay, cfg.checkpoint_every)
     digits = load_dataset("digits")
     cfg = resolve_config(TrainConfig(dataset="digits"), digits)
     assert cfg.model == "digits" and cfg.model_overrides["in_channels"] == 1
+    assert cfg.model_overrides["channels"] == 32     # the CPU default: half width
+    short = resolve_config(TrainConfig(dataset="digits", num_timesteps=20), digits)
+    assert short.preview_steps == 20                 # the default DDIM preview fits any T
+    chosen = resolve_config(TrainConfig(dataset="digits", model="digits"), digits)
+    assert "channels" not in chosen.model_overrides  # a chosen preset comes as it is
+    tiny = resolve_config(TrainConfig(dataset="mnist", model="tiny"),
+                          _FakeImages((1, 28, 28)))
+    assert tiny.model_overrides["image_size"] == 28
+    assert tiny.model_overrides["attention_resolutions"] == (14,)   # same level as in tiny
     with pytest.raises(ConfigError, match="points"):
         resolve_config(TrainConfig(dataset="digits", model="mlp"), digits)
     with pytest.raises(ConfigError, match="unknown model preset"):
@@ -130,6 +139,13 @@ def test_per_dataset_defaults_and_model_fitting():
     with pytest.raises(ConfigError, match="override"):
         resolve_config(TrainConfig(dataset="swissroll", model_overrides={"widht": 3}),
                        _swissroll())
+
+
+class _FakeImages:
+    kind, name = "images", "fake"
+
+    def __init__(self, shape):
+        self.sample_shape = shape
 
 
 def test_bf16_on_cpu_is_an_error():

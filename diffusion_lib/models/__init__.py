@@ -150,6 +150,7 @@ def build_model_from_dict(d: dict[str, Any]) -> nn.Module:
     unknown = sorted(set(d) - set(valid))
     if unknown:
         raise ValueError(
-            f"unknown field(s) {', '.join(unknown)} for {config_cls.__name__}; valid: {', '.join(valid)}"
+            f"unknown field(s) {', '.join(unknown)} for {config_cls.__name__}; "
+            f"valid: {', '.join(valid)}"
         )
     return _build(config_cls(**d))

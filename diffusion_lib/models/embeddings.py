@@ -9,10 +9,13 @@ For a step t and an even embedding width d = 2h, frequency i (0 <= i < h) is
 
     w_i = 1 / max_period ** (2 i / d)
 
-and the embedding is the two halves [sin(t w_0), ..., sin(t w_{h-1}), cos(t w_0), ..., cos(t w_{h-1})].
+and the embedding is the two halves
+
+    [sin(t w_0), ..., sin(t w_{h-1}), cos(t w_0), ..., cos(t w_{h-1})].
+
 Vaswani et al. interleave sin and cos; DDPM's implementation concatenates the halves, as
 here, and divides by h - 1 instead of h in the exponent. Neither difference matters to the
-network (the first layer after the embedding is linear), so we keep the paper's formula.
+network (the first layer after the embedding is linear), so we keep the formula of Vaswani et al.
 """
 
 import math

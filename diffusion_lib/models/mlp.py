@@ -34,11 +34,14 @@ class MLPConfig:
     dropout: float = 0.0  # toy data is sampled afresh each batch: nothing to overfit
 
     def __post_init__(self) -> None:
-        for name in ("dim", "hidden", "depth"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"MLPConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.time_embed_dim < 2 or self.time_embed_dim % 2 != 0:
-            raise ValueError(f"MLPConfig.time_embed_dim must be a positive even number, got {self.time_embed_dim}")
+        for name in ("dim", "hidden", "depth", "time_embed_dim"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"MLPConfig.{name} must be an int >= 1, got {value!r}")
+        if self.time_embed_dim % 2 != 0:
+            raise ValueError(
+                f"MLPConfig.time_embed_dim must be positive and even, got {self.time_embed_dim}"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"MLPConfig.dropout must be in [0, 1), got {self.dropout}")
 
@@ -71,7 +74,9 @@ class MLPDenoiser(nn.Module):
             nn.Linear(cfg.time_embed_dim, cfg.hidden), nn.SiLU(), nn.Linear(cfg.hidden, cfg.hidden)
         )
         self.fc_in = nn.Linear(cfg.dim, cfg.hidden)
-        self.blocks = nn.ModuleList(ResidualMLPBlock(cfg.hidden, cfg.dropout) for _ in range(cfg.depth))
+        self.blocks = nn.ModuleList(
+            ResidualMLPBlock(cfg.hidden, cfg.dropout) for _ in range(cfg.depth)
+        )
         self.norm_out = nn.LayerNorm(cfg.hidden)
         self.fc_out = nn.Linear(cfg.hidden, cfg.dim)
 

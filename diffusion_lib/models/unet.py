@@ -1,10 +1,10 @@
 """The DDPM U-Net: the noise-prediction network eps_theta(x_t, t) of Ho et al. 2020.
 
-"Denoising Diffusion Probabilistic Models", Appendix B: a U-Net backbone "similar to an
-unmasked PixelCNN++" with group normalization, two residual blocks per resolution,
-self-attention at the 16x16 resolution, and the diffusion time t given to every residual
-block through the Transformer sinusoidal embedding. With the CIFAR-10 settings (the defaults
-of UNetConfig) it has the paper's 35.7M parameters.
+"Denoising Diffusion Probabilistic Models", Sec. 4 and Appendix B: the U-Net backbone of
+PixelCNN++ (a Wide-ResNet U-Net) with group normalization in place of weight normalization,
+two residual blocks per resolution, self-attention at the 16x16 resolution, and the diffusion
+time t added into every residual block through the Transformer sinusoidal embedding. With
+the CIFAR-10 settings (the defaults of UNetConfig) it has the paper's 35.7M parameters.
 
 Layout, as in the paper's implementation:
 
@@ -28,7 +28,11 @@ from torch import Tensor, nn
 
 from .embeddings import check_timesteps, timestep_embedding
 
-GROUPNORM_EPS = 1e-6  # the paper's TensorFlow code (tf.contrib group_norm); PyTorch defaults to 1e-5
+GROUPNORM_EPS = 1e-6  # as in the paper's TensorFlow code; PyTorch's default is 1e-5
+
+
+def _positive_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 @dataclass(frozen=True)
@@ -39,25 +43,33 @@ class UNetConfig:
     in_channels: int = 3
     out_channels: int | None = None  # None: same as in_channels (eps is shaped like x_t)
     channels: int = 128  # width of the first level
-    channel_mults: tuple[int, ...] = (1, 2, 2, 2)  # level i has width channels * mults[i]; one level per resolution (32, 16, 8, 4)
+    # Level i has width channels * channel_mults[i]; one level per resolution: 32, 16, 8, 4.
+    channel_mults: tuple[int, ...] = (1, 2, 2, 2)
     num_res_blocks: int = 2  # per level on the way down; the way up has one more (skips)
-    attention_resolutions: tuple[int, ...] = (16,)  # attention at these feature-map sides only: at 32x32 it costs 16x more for little gain
+    # Feature-map sides with self-attention: 16 only in the paper; at 32x32 the attention
+    # matrix is 16x larger for little gain.
+    attention_resolutions: tuple[int, ...] = (16,)
     dropout: float = 0.1  # the paper's CIFAR-10 value, against overfitting 50k images
     num_heads: int = 1  # the paper's attention is single-head
     norm_groups: int = 32  # GroupNorm(32) as in the paper; every level's width must divide by it
 
     def __post_init__(self) -> None:
-        # Configs saved as JSON come back with lists: store tuples, so that configs compare.
-        object.__setattr__(self, "channel_mults", tuple(self.channel_mults))
-        object.__setattr__(self, "attention_resolutions", tuple(self.attention_resolutions))
-        positive = ("image_size", "in_channels", "channels", "num_res_blocks", "num_heads", "norm_groups")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"UNetConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.out_channels is not None and self.out_channels < 1:
-            raise ValueError(f"UNetConfig.out_channels must be >= 1 or None, got {self.out_channels}")
-        if not self.channel_mults or min(self.channel_mults) < 1:
-            raise ValueError(f"UNetConfig.channel_mults must be positive ints, got {self.channel_mults}")
+        for name in ("image_size", "in_channels", "channels", "num_res_blocks", "num_heads",
+                     "norm_groups"):
+            value = getattr(self, name)
+            if not _positive_int(value):
+                raise ValueError(f"UNetConfig.{name} must be an int >= 1, got {value!r}")
+        if self.out_channels is not None and not _positive_int(self.out_channels):
+            raise ValueError(
+                f"UNetConfig.out_channels must be an int >= 1 or None, got {self.out_channels!r}"
+            )
+        for name in ("channel_mults", "attention_resolutions"):
+            values = getattr(self, name)
+            ok = isinstance(values, (tuple, list)) and all(_positive_int(v) for v in values)
+            if not ok or (name == "channel_mults" and not values):
+                raise ValueError(f"UNetConfig.{name} must be a tuple of ints >= 1, got {values!r}")
+            # Configs saved as JSON come back with lists: store tuples, so that configs compare.
+            object.__setattr__(self, name, tuple(values))
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"UNetConfig.dropout must be in [0, 1), got {self.dropout}")
         factor = 2 ** (len(self.channel_mults) - 1)
@@ -74,7 +86,9 @@ class UNetConfig:
                     f"norm_groups={self.norm_groups}"
                 )
             if width % self.num_heads != 0:
-                raise ValueError(f"UNetConfig: level width {width} not divisible by num_heads={self.num_heads}")
+                raise ValueError(
+                    f"UNetConfig: level width {width} not divisible by num_heads={self.num_heads}"
+                )
         unknown = sorted(set(self.attention_resolutions) - set(self.resolutions))
         if unknown:
             raise ValueError(
@@ -92,7 +106,7 @@ class ResidualBlock(nn.Module):
     """Residual block with the timestep added in (Ho et al. 2020, App. B; PixelCNN++ style).
 
     GroupNorm, SiLU, 3x3 conv, + projection of the timestep embedding, GroupNorm, SiLU,
-    dropout, 3x3 conv (zero-initialised, so the block starts as the identity), plus a 1x1
+    dropout, 3x3 conv (zero-initialised, so the block starts as its skip path), plus a 1x1
     conv on the skip path when the number of channels changes.
     """
 
@@ -138,8 +152,9 @@ class SelfAttention(nn.Module):
         # Positions first, channels last; a free view when x is channels_last, else one copy.
         # It gives q, k, v a unit stride on their last dim, which the fused kernels want.
         qkv = qkv.flatten(2).transpose(1, 2).contiguous()  # (B, HW, 3C)
-        q, k, v = qkv.unflatten(2, (3, self.num_heads, C // self.num_heads)).permute(2, 0, 3, 1, 4)  # each (B, heads, HW, C/heads)
-        h = F.scaled_dot_product_attention(q, k, v)  # (B, heads, HW, C/heads), scale 1/sqrt(C/heads)
+        qkv = qkv.unflatten(2, (3, self.num_heads, C // self.num_heads))  # (B, HW, 3, heads, d)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, heads, HW, d), d = C / heads
+        h = F.scaled_dot_product_attention(q, k, v)  # (B, heads, HW, d), scaled by 1/sqrt(d)
         h = h.transpose(1, 2).reshape(B, H * W, C)  # (B, HW, C)
         h = h.transpose(1, 2).unflatten(2, (H, W))  # (B, C, H, W), a channels_last view
         return x + self.proj(h)  # the sum takes x's memory format
@@ -159,7 +174,11 @@ class ResAttnBlock(nn.Module):
 
 
 class Downsample(nn.Module):
-    """Halve the resolution with a stride-2 3x3 convolution."""
+    """Halve the resolution with a stride-2 3x3 convolution.
+
+    Padded by one pixel on every side; the paper's TensorFlow code pads only the bottom and
+    right ("SAME"). The parameters are the same; the sampling grid is shifted by half a pixel.
+    """
 
     def __init__(self, channels: int):
         super().__init__()
@@ -198,7 +217,9 @@ class UNet(nn.Module):
         ch = cfg.channels
         emb_dim = 4 * ch  # the paper's timestep MLP widens to 4x the base width
         levels = len(cfg.channel_mults)
-        self.time_mlp = nn.Sequential(nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.time_mlp = nn.Sequential(
+            nn.Linear(ch, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim)
+        )
         self.conv_in = nn.Conv2d(cfg.in_channels, ch, 3, padding=1)
 
         # Way down: record the width of every activation that is saved for a skip.
@@ -227,7 +248,8 @@ class UNet(nn.Module):
             attention = cfg.resolutions[i] in cfg.attention_resolutions
             blocks = []
             for _ in range(cfg.num_res_blocks + 1):
-                blocks.append(ResAttnBlock(width + skip_widths.pop(), ch * mult, emb_dim, attention, cfg))
+                in_width = width + skip_widths.pop()
+                blocks.append(ResAttnBlock(in_width, ch * mult, emb_dim, attention, cfg))
                 width = ch * mult
             self.up.append(Level(blocks, Upsample(width) if i > 0 else None))
 
@@ -264,11 +286,14 @@ class UNet(nn.Module):
                 h = level.resample(h)  # (B, ch * mult, H_i / 2, W_i / 2)
                 saved.append(h)
 
-        h = self.mid_res2(self.mid_attn(self.mid_res1(h, emb)), emb)  # (B, ch * mults[-1], H_last, W_last)
+        h = self.mid_res1(h, emb)  # (B, ch * mults[-1], H_last, W_last), as are the next two
+        h = self.mid_attn(h)
+        h = self.mid_res2(h, emb)
 
         for level in self.up:
             for block in level.blocks:
-                h = block(torch.cat([h, saved.pop()], dim=1), emb)  # (B, C + C_skip, H_i, W_i) -> (B, ch * mult, H_i, W_i)
+                h = torch.cat([h, saved.pop()], dim=1)  # (B, C + C_skip, H_i, W_i)
+                h = block(h, emb)  # (B, ch * mult, H_i, W_i)
             if level.resample is not None:
                 h = level.resample(h)  # (B, ch * mult, 2 H_i, 2 W_i)
 
@@ -281,7 +306,9 @@ class UNet(nn.Module):
             raise ValueError(f"UNet: x must have shape (B, {cfg.in_channels}, H, W), got {shape}")
         B, C, H, W = x.shape
         if C != cfg.in_channels:
-            raise ValueError(f"UNet: x has {C} channels, the model was built for in_channels={cfg.in_channels}")
+            raise ValueError(
+                f"UNet: x has {C} channels, the model was built for in_channels={cfg.in_channels}"
+            )
         factor = 2 ** (len(cfg.channel_mults) - 1)
         if H % factor != 0 or W % factor != 0:
             raise ValueError(

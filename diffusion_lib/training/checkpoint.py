@@ -191,7 +191,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         meta = json.loads(raw[8:8 + n]).get("__metadata__") or {}
         tensors = load(raw)
     except Exception as error:            # safetensors raises its own error types
-        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({error}); {hint}") from None
+        raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({error}); {hint}"
+                              ) from None
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a diffusion_lib checkpoint (format "
                               f"{meta.get('format')!r}, expected {FORMAT!r})")

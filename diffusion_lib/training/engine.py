@@ -316,7 +316,8 @@ def _preview(ema_model, schedule, dataset, cfg: TrainConfig, data, run_dir: Path
     reference = None
     if dataset.kind == "points":
         reference = dataset.to_output(dataset.all_data()[:cfg.num_preview])
-    how = f"DDIM {cfg.preview_steps} steps" if cfg.preview_steps else f"DDPM {cfg.num_timesteps} steps"
+    how = (f"DDIM {cfg.preview_steps} steps" if cfg.preview_steps
+           else f"DDPM {cfg.num_timesteps} steps")
     path = run_dir / "samples" / f"step-{step:08d}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     return save_png(to_data_space(x, data), path, kind=dataset.kind, reference=reference,

@@ -112,9 +112,15 @@ def save_png(samples: np.ndarray, path: str | Path, *, kind: str, title: str = "
             ax.scatter(reference[:, 0], reference[:, 1], s=2, c="0.75", label="data")
         y = samples[:, 1] if samples.shape[1] > 1 else np.zeros(len(samples))
         ax.scatter(samples[:, 0], y, s=2, c="C0", label="samples")
-        ax.set_aspect("equal", adjustable="datalim")
-        if reference is not None:
-            ax.legend(loc="upper right", markerscale=4)
+        if reference is not None:          # frame the data; say how many samples fall outside
+            low, high = reference[:, :2].min(0), reference[:, :2].max(0)
+            low, high = low - 0.15 * (high - low), high + 0.15 * (high - low)
+            outside = int((~((samples[:, :2] >= low) & (samples[:, :2] <= high)).all(1)).sum())
+            ax.set_xlim(low[0], high[0])
+            ax.set_ylim(low[1], high[1])
+            ax.legend(loc="upper right", markerscale=4,
+                      title=f"{outside} samples outside" if outside else None)
+        ax.set_aspect("equal", adjustable="box")
     else:
         grid = image_grid(samples)
         side = max(3.0, min(8.0, grid.shape[1] / 40))
