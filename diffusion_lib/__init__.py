@@ -17,6 +17,9 @@ from .reverse import (PMeanVariance, model_output_to_x0_eps, p_mean_variance, pr
                       q_posterior_mean_variance)
 from .samplers import ddim_sample_loop, ddim_step, ddim_timesteps, p_sample, p_sample_loop
 from .schedules import NoiseSchedule, cosine_betas, linear_betas
+from .models import build_model
+from .training import (CheckpointError, ConfigError, TrainConfig, TrainingError, TrainResult,
+                       load_run, train)
 
 __version__ = "0.1.0"
 
@@ -32,4 +35,7 @@ __all__ = [
     "p_sample", "p_sample_loop", "ddim_timesteps", "ddim_step", "ddim_sample_loop",
     "GaussianMixture", "GaussianMixtureOracle",
     "load_dataset", "DataError",
+    "build_model",
+    "train", "TrainConfig", "TrainResult", "TrainingError", "ConfigError", "CheckpointError",
+    "load_run",
 ]

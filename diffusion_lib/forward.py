@@ -95,7 +95,7 @@ def q_mean_variance(schedule: NoiseSchedule, x0: Tensor, t: int | Tensor) -> tup
     _check_data(x0, "x0")
     t = _full_t(t, x0)
     mean = extract(schedule.sqrt_alpha_bars, t, x0) * x0
-    variance = 1.0 - extract(schedule.alpha_bars, t, x0)
+    variance = extract(schedule.one_minus_alpha_bars, t, x0)
     return mean, variance
 
 

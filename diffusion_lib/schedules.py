@@ -91,6 +91,8 @@ class NoiseSchedule(nn.Module):
     ``alpha_bars``                 alpha_bar_t = prod_{s <= t} alpha_s
     ``alpha_bars_prev``            alpha_bar_{t-1} (1 at the first step)
     ``sqrt_alpha_bars``            sqrt(alpha_bar_t)      (mean factor of Eq. 4)
+    ``one_minus_alpha_bars``       1 - alpha_bar_t        (variance of Eq. 4; from float64,
+                                   so exact at small t where float32 1 - x cancels)
     ``sqrt_one_minus_alpha_bars``  sqrt(1 - alpha_bar_t)  (std of Eq. 4)
     ``sqrt_recip_alpha_bars``      1 / sqrt(alpha_bar_t)
     ``sqrt_recipm1_alpha_bars``    sqrt(1 / alpha_bar_t - 1)
@@ -126,6 +128,7 @@ class NoiseSchedule(nn.Module):
             "alpha_bars": alpha_bars,
             "alpha_bars_prev": alpha_bars_prev,
             "sqrt_alpha_bars": alpha_bars.sqrt(),
+            "one_minus_alpha_bars": 1.0 - alpha_bars,
             "sqrt_one_minus_alpha_bars": (1.0 - alpha_bars).sqrt(),
             "log_one_minus_alpha_bars": torch.log1p(-alpha_bars),
             "sqrt_recip_alpha_bars": alpha_bars.rsqrt(),
@@ -145,6 +148,7 @@ class NoiseSchedule(nn.Module):
     alpha_bars: Tensor
     alpha_bars_prev: Tensor
     sqrt_alpha_bars: Tensor
+    one_minus_alpha_bars: Tensor
     sqrt_one_minus_alpha_bars: Tensor
     log_one_minus_alpha_bars: Tensor
     sqrt_recip_alpha_bars: Tensor

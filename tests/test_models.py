@@ -15,9 +15,9 @@ from diffusion_lib.models import (PRESETS, MLPConfig, MLPDenoiser, UNet, UNetCon
 PARAM_COUNTS = {
     "ddpm-cifar10": 35_746_307,  # the paper's "35.7M"
     "ddpm-mnist": 6_469_889,
-    "digits": 2_793_281,
+    "digits": 701_345,
     "tiny": 44_969,
-    "mlp": 224_898,
+    "mlp": 175_106,
 }
 IMAGE_PRESETS = [name for name, cfg in PRESETS.items() if isinstance(cfg, UNetConfig)]
 SMALL_PRESETS = ["ddpm-mnist", "digits", "tiny", "mlp"]  # cheap enough to build several times

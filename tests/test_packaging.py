@@ -78,8 +78,9 @@ def test_public_api_in_readme_is_exported():
     readme = (ROOT / "README.md").read_text()
     table = readme[readme.index("| module |"):readme.index("Every function that draws")]
     names = set(re.findall(r"`([a-z_][a-z0-9_]+|[A-Z][A-Za-z]+)`", table))
-    modules = {"schedules", "forward", "gaussians", "reverse", "losses", "samplers", "oracle", "data"}
+    modules = {"schedules", "forward", "gaussians", "reverse", "losses", "samplers", "oracle", "data",
+               "models", "training", "metrics"}
     attrs = {"betas", "alphas", "alpha_bars", "sqrt_alpha_bars", "snr", "fixed_small",
-             "fixed_large", "digits"}
+             "fixed_large", "digits", "ddpm-cifar10", "ddpm-mnist", "tiny", "mlp"}
     for name in sorted(names - modules - attrs):
         assert hasattr(diffusion_lib, name), name

@@ -54,16 +54,18 @@ PRESETS: dict[str, UNetConfig | MLPConfig] = {
         attention_resolutions=(14,),
         dropout=0.1,
     ),
-    # 8x8 grayscale digits (scikit-learn's): recognisable samples after minutes of CPU training.
+    # 8x8 grayscale digits (scikit-learn's), trained on a CPU: 700 steps of batch 128 (Adam,
+    # lr 2e-3), about 5 minutes of one core, give mostly recognisable digits. Width 64
+    # costs 3x more per step.
     "digits": UNetConfig(
         image_size=8,
         in_channels=1,
-        channels=64,
+        channels=32,
         channel_mults=(1, 2),  # resolutions 8, 4
         num_res_blocks=1,
         attention_resolutions=(4,),  # 16 positions: attention is cheap here
-        dropout=0.1,  # 1797 images: overfitting is the risk, not underfitting
-        norm_groups=16,
+        dropout=0.0,  # minutes of training underfit 1797 images rather than overfit them
+        norm_groups=8,  # 4 or 8 channels per group
     ),
     # For tests: every kind of block, a few tens of thousands of parameters, milliseconds a call.
     "tiny": UNetConfig(

@@ -97,7 +97,7 @@ class MLPDenoiser(nn.Module):
             raise ValueError(f"MLPDenoiser: x must have shape (B, {cfg.dim}), got {shape}")
         check_timesteps(t, x.shape[0], "MLPDenoiser")
         emb = timestep_embedding(t, cfg.time_embed_dim)  # (B, time_embed_dim), float32
-        emb = F.silu(self.time_mlp(emb.to(self.fc_in.weight.dtype)))  # (B, hidden)
+        emb = F.silu(self.time_mlp(emb.to(self.time_mlp[0].weight.dtype)))  # (B, hidden)
         h = self.fc_in(x)  # (B, hidden)
         for block in self.blocks:
             h = block(h, emb)  # (B, hidden)

@@ -273,7 +273,7 @@ class UNet(nn.Module):
         """
         self._check_inputs(x, t)
         emb = timestep_embedding(t, self.config.channels)  # (B, ch), float32
-        emb = self.time_mlp(emb.to(self.conv_in.weight.dtype))  # (B, 4ch)
+        emb = self.time_mlp(emb.to(self.time_mlp[0].weight.dtype))  # (B, 4ch)
         emb = F.silu(emb)  # every block applies SiLU before its projection: do it once here
 
         h = self.conv_in(x)  # (B, ch, H, W)
