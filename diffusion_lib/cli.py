@@ -9,6 +9,10 @@
 
 A user mistake (a bad value, an unknown dataset, a run folder without a checkpoint...)
 prints one line, ``error: ...``, to stderr and exits with code 2, having written nothing.
+Exit codes: 0 done; 2 a user mistake, bad data or a bad run folder (found before any
+work); 1 training stopped (a NaN loss, a failed write such as a full disk: the line
+names the last good checkpoint); 130 / 143 SIGINT (Ctrl-C) / SIGTERM: a checkpoint of
+the step reached was saved, and re-running the same command resumes from it.
 Chapters 6 and 7 of the book show these commands next to the notebook code.
 """
 
@@ -176,13 +180,13 @@ def _sampling_args(p, pos) -> None:
 def _check_writable(path: Path, what: str) -> None:
     """UsageError unless ``path`` can be created: probe the nearest existing folder above it."""
     parent = path
-    while not parent.exists():
-        if parent.parent == parent:
-            break
-        parent = parent.parent
-    if parent != path and not parent.is_dir():
-        raise UsageError(f"cannot create {what} {path}: {parent} is not a folder")
     try:
+        while not parent.exists():
+            if parent.parent == parent:
+                break
+            parent = parent.parent
+        if parent != path and not parent.is_dir():
+            raise UsageError(f"cannot create {what} {path}: {parent} is not a folder")
         with tempfile.TemporaryFile(dir=parent):
             pass
     except OSError as error:
@@ -194,8 +198,11 @@ def _cmd_train(args) -> int:
     from .training import TrainConfig, train
 
     out = Path(args.out).expanduser()
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file; give a folder for the run")
+    try:
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"--out {out} is a file; give a folder for the run")
+    except OSError as error:                  # e.g. a folder above it we may not enter
+        raise UsageError(f"cannot use run folder {out}: {error.strerror or error}") from None
     _check_writable(out, "run folder")
     dataset = args.dataset
     if dataset.strip().lower() not in DATASETS and Path(dataset).expanduser().exists():
@@ -324,6 +331,7 @@ def _jsonable(value):
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code (2 for a user mistake)."""
     from .training import TrainingError
+    from .training.engine import TrainingInterrupted
 
     try:
         args = build_parser().parse_args(argv)
@@ -338,7 +346,13 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:             # DataError, ConfigError, CheckpointError, ...
         _one_line(error)
         return 2
+    except TrainingInterrupted as error:     # SIGINT / SIGTERM, after a checkpoint
+        _one_line(error, "interrupted")
+        return 128 + int(error.signum)
     except TrainingError as error:
+        _one_line(error)
+        return 1
+    except OSError as error:                # a write that failed outside training's checks
         _one_line(error)
         return 1
     except KeyboardInterrupt:
@@ -346,6 +360,6 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-def _one_line(message) -> None:
+def _one_line(message, prefix: str = "error") -> None:
     text = " ".join(str(message).split())
-    print(f"error: {text}", file=sys.stderr)
+    print(f"{prefix}: {text}", file=sys.stderr)

@@ -8,13 +8,16 @@ One checkpoint is one ``.safetensors`` file, ``RUN/checkpoints/step-00001000.saf
   optimizer's param groups, the data's kind/shape/standardization, the step, and a
   SHA-256 of every tensor, so a damaged file is caught rather than trained on.
 
-Nothing is unpickled, so loading a checkpoint cannot run code. Per-step randomness (t,
+Nothing is unpickled, so loading a checkpoint cannot run code: a pickle or ``torch.save``
+file under a checkpoint's name is refused, never opened. Per-step randomness (t,
 noise, dropout) is derived from (seed, step, rank) in :mod:`.engine`, so no generator
 state needs saving: resuming at step k draws what an uninterrupted run would have.
 
 A file is written to a temporary name in the same folder, flushed, fsync-ed, then moved
 into place with ``os.replace``: a crash leaves the old checkpoint or the new one, never
-half of one. The latest ``keep`` checkpoints (default 2) are kept.
+half of one (the temporary file it may leave is removed by :func:`remove_temporaries` when
+the run resumes). A failed write (a full disk) is a CheckpointError, and removes its
+temporary file. The latest ``keep`` checkpoints (default 2) are kept.
 """
 
 from __future__ import annotations
@@ -32,11 +35,12 @@ from torch import nn
 
 __all__ = ["CheckpointError", "Checkpoint", "save_checkpoint", "load_checkpoint",
            "latest_checkpoint", "list_checkpoints", "atomic_write_bytes", "atomic_write_text",
-           "load_state", "LoadedRun", "load_run", "CHECKPOINT_DIR"]
+           "load_state", "LoadedRun", "load_run", "CHECKPOINT_DIR", "remove_temporaries"]
 
 FORMAT = "diffusion_lib.checkpoint/1"
 CHECKPOINT_DIR = "checkpoints"
 _NAME = re.compile(r"^step-(\d{8,})\.safetensors$")
+_TEMPORARY = re.compile(r"^\..+\.tmp-\d+$")     # atomic_write_bytes' name before the rename
 
 
 class CheckpointError(ValueError):
@@ -82,6 +86,19 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def remove_temporaries(run_dir: str | Path) -> list[Path]:
+    """Delete the temporary files that a killed :func:`atomic_write_bytes` left in a run
+    folder (and its checkpoints folder); returns them. Call it before writing again."""
+    removed = []
+    for folder in (Path(run_dir), Path(run_dir) / CHECKPOINT_DIR):
+        if folder.is_dir():
+            for p in folder.iterdir():
+                if _TEMPORARY.match(p.name) and p.is_file():
+                    p.unlink(missing_ok=True)
+                    removed.append(p)
+    return removed
 
 
 def _digest(tensors: dict[str, torch.Tensor]) -> str:
@@ -162,11 +179,14 @@ def save_checkpoint(run_dir: str | Path, step: int, *, config: dict[str, Any],
         "torch_version": torch.__version__,
     }
     folder = Path(run_dir) / CHECKPOINT_DIR
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"step-{int(step):08d}.safetensors"
-    atomic_write_bytes(path, save(tensors, metadata=metadata))
-    for old in list_checkpoints(run_dir)[:-keep]:
-        old.unlink(missing_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, save(tensors, metadata=metadata))
+        for old in list_checkpoints(run_dir)[:-keep]:
+            old.unlink(missing_ok=True)
+    except OSError as error:             # a full disk, a folder made read-only...
+        raise CheckpointError(f"cannot write {path}: {error.strerror or error}") from None
     return path
 
 
@@ -191,6 +211,11 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         meta = json.loads(raw[8:8 + n]).get("__metadata__") or {}
         tensors = load(raw)
     except Exception as error:            # safetensors raises its own error types
+        if raw[:4] == b"PK\x03\x04" or (len(raw) > 1 and raw[0] == 0x80 and 2 <= raw[1] <= 5):
+            raise CheckpointError(f"{path}: a pickle or torch.save file, not a safetensors "
+                                  f"checkpoint; refused unopened, since unpickling a file can "
+                                  f"run code. Only checkpoints that training writes load"
+                                  ) from None
         raise CheckpointError(f"{path}: truncated or corrupt checkpoint ({error}); {hint}"
                               ) from None
     if meta.get("format") != FORMAT:

@@ -17,13 +17,24 @@ Every random draw of step k -- the batch, t, eps, and dropout -- is a pure funct
 (seed, k, rank), so a run resumed at step k continues exactly as if never stopped. The
 loss stays on the device: the host reads it only every ``log_every`` steps, where a NaN
 or inf stops the run (:class:`TrainingError`) before it can reach a checkpoint.
+
+A run folder survives interruptions: SIGINT (Ctrl-C) or SIGTERM (a preempted job) stops
+the loop after the current step, saves a checkpoint of it, and raises
+:class:`TrainingInterrupted`; a second signal stops at once (KeyboardInterrupt). A write
+that fails (a full disk) stops with :class:`TrainingError`, the previous checkpoint kept.
+Free space and write access are checked before the first step.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
+import shutil
+import signal
 import sys
+import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,19 +50,58 @@ from ..losses import l_simple
 from ..models import build_model, model_config_dict
 from ..schedules import NoiseSchedule
 from . import distributed
-from .checkpoint import (CheckpointError, atomic_write_text, latest_checkpoint, load_checkpoint,
-                         load_state, save_checkpoint)
+from .checkpoint import (CHECKPOINT_DIR, CheckpointError, atomic_write_text, latest_checkpoint,
+                         load_checkpoint, load_state, remove_temporaries, save_checkpoint)
 from .config import RESUMABLE_FIELDS, ConfigError, TrainConfig, resolve_config
 from .ema import EMA
 from .sampling import generate, save_png, to_data_space
 
-__all__ = ["train", "TrainResult", "TrainingError", "lr_at", "step_seeds"]
+__all__ = ["train", "TrainResult", "TrainingError", "TrainingInterrupted", "lr_at",
+           "step_seeds"]
 
 TAG_TRAIN_STEP = 7      # keeps the per-step training seeds apart from the data's streams
 
 
 class TrainingError(RuntimeError):
-    """Training cannot go on (a NaN or infinite loss); the message says what was kept."""
+    """Training cannot go on (a NaN or infinite loss, a failed write); the message says what
+    was kept."""
+
+
+class TrainingInterrupted(TrainingError):
+    """SIGINT or SIGTERM stopped training; a checkpoint of the step reached was saved first."""
+
+    def __init__(self, message: str, signum: int, step: int, checkpoint: Path | None):
+        super().__init__(message)
+        self.signum = signum            # signal.SIGINT or signal.SIGTERM
+        self.step = step                # optimizer steps done
+        self.checkpoint = checkpoint    # the checkpoint saved at ``step``
+
+
+class _StopSignals:
+    """Within ``with``: SIGINT / SIGTERM set ``received`` (the loop stops after its step);
+    a second one raises KeyboardInterrupt at once. Only the main thread can install signal
+    handlers; elsewhere, or with ``active=False``, nothing changes. Restores the previous
+    handlers on exit."""
+
+    def __init__(self, active: bool):
+        self.active = active and threading.current_thread() is threading.main_thread()
+        self.received: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.received is not None:
+            raise KeyboardInterrupt
+        self.received = signum
+
+    def __enter__(self) -> "_StopSignals":
+        if self.active:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
 
 @dataclass
@@ -127,6 +177,80 @@ def _load_data(config: TrainConfig, info: distributed.DistInfo) -> Dataset:
     return load()
 
 
+def _check_fits(config: TrainConfig, requested: TrainConfig, dataset: Dataset,
+                info: distributed.DistInfo) -> TrainConfig:
+    """A step must not hold an example twice: a batch larger than a fixed dataset is a
+    ConfigError when asked for, and shrunk to the data when it is only the default."""
+    from ..data.toys import ToyDataset
+    if isinstance(dataset, ToyDataset):             # fresh draws: any batch size
+        return config
+    n, per_step = dataset.num_examples, config.batch_size * info.world_size
+    if per_step <= n:
+        return config
+    if requested.batch_size is None and n >= info.world_size:
+        return dataclasses.replace(config, batch_size=n // info.world_size)
+    processes = f" x {info.world_size} processes" if info.distributed else ""
+    raise ConfigError(f"batch_size {config.batch_size}{processes} is more than the {n} examples "
+                      f"of {config.dataset}; use --batch-size {max(1, n // info.world_size)} "
+                      f"or less")
+
+
+def _checkpoint_bytes(model: nn.Module) -> int:
+    """About the size of one checkpoint: weights, their EMA and AdamW's two moments."""
+    return 4 * sum(t.numel() * t.element_size() for t in model.state_dict().values())
+
+
+def _prepare_run_dir(run_dir: Path, need_bytes: int) -> None:
+    """Check free space and write access of the run folder before the first step.
+
+    Raises CheckpointError if the disk has less than two checkpoints free (a new one is
+    written next to the last before that is deleted), or if the folder cannot be written.
+    """
+    existing = run_dir
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    try:
+        free = shutil.disk_usage(existing).free
+    except OSError:                                 # cannot tell: a failing save will say
+        free = None
+    if free is not None and free < 2 * need_bytes:
+        raise CheckpointError(f"{run_dir}: {free / 2**20:.1f} MiB free on its disk, but "
+                              f"checkpoints need about {2 * need_bytes / 2**20:.1f} MiB; free "
+                              f"some space or use another --out")
+    try:
+        (run_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=run_dir / CHECKPOINT_DIR):
+            pass
+    except OSError as error:
+        raise CheckpointError(f"cannot write to run folder {run_dir}: "
+                              f"{error.strerror or error}") from None
+
+
+def _kept_metrics(text: str, start: int) -> str:
+    """The lines of metrics.jsonl up to step ``start``; a line torn by a crash is dropped."""
+    kept = []
+    for line in text.splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= start:
+            kept.append(line + "\n")
+    return "".join(kept)
+
+
+@contextlib.contextmanager
+def _writing(what: str, last_ckpt: Path | None):
+    """A failed write to the run folder (a full disk...) as a TrainingError saying what is kept."""
+    try:
+        yield
+    except (OSError, CheckpointError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+        kept = f"the last good checkpoint is {last_ckpt}" if last_ckpt else "no checkpoint was kept"
+        raise TrainingError(f"cannot write {what} ({reason}); training stopped and {kept}"
+                            ) from None
+
+
 def _optimizer(model: nn.Module, config: TrainConfig, device: torch.device):
     fast = {"fused": True} if device.type == "cuda" else {"foreach": True}
     return torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.999), eps=1e-8,
@@ -167,7 +291,7 @@ def _train(config: TrainConfig, info: distributed.DistInfo) -> TrainResult:
         raise ConfigError(f"precision bf16 needs a CUDA device (bf16 autocast), but this run "
                           f"is on {device}; use precision fp32")
     dataset = _load_data(config, info)
-    cfg = resolve_config(config, dataset)
+    cfg = _check_fits(resolve_config(config, dataset), config, dataset, info)
     show = cfg.progress and main
     run_dir = Path(cfg.out) if cfg.out else None
 
@@ -208,16 +332,20 @@ def _train(config: TrainConfig, info: distributed.DistInfo) -> TrainResult:
         _say(f"resuming from {ckpt.path} (step {ckpt.step} of {cfg.steps})", main)
     data = data_info(dataset)
 
-    # 3. the run folder (rank 0 only): config, metrics trimmed to the resumed step
+    # 3. the run folder (rank 0 only): space and access checked, what a crash left of a
+    #    write removed, config, metrics trimmed to the resumed step
     metrics_path = None
     if run_dir is not None and main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.json", cfg.to_json() + "\n")
-        metrics_path = run_dir / "metrics.jsonl"
-        if metrics_path.exists():
-            kept = [line for line in metrics_path.read_text().splitlines()
-                    if line.strip() and json.loads(line)["step"] <= start]
-            atomic_write_text(metrics_path, "".join(line + "\n" for line in kept))
+        _prepare_run_dir(run_dir, _checkpoint_bytes(model))
+        try:
+            remove_temporaries(run_dir)
+            atomic_write_text(run_dir / "config.json", cfg.to_json() + "\n")
+            metrics_path = run_dir / "metrics.jsonl"
+            if metrics_path.exists():
+                atomic_write_text(metrics_path, _kept_metrics(metrics_path.read_text(), start))
+        except OSError as error:
+            raise CheckpointError(f"cannot write to run folder {run_dir}: "
+                                  f"{error.strerror or error}") from None
 
     train_model: nn.Module = model
     if info.distributed:
@@ -231,72 +359,81 @@ def _train(config: TrainConfig, info: distributed.DistInfo) -> TrainResult:
     losses = torch.zeros(cfg.steps - start, device=device)   # stays on the device
     last_ckpt = ckpt.path if ckpt else None
 
-    # 4. the loop: Algorithm 1
+    # 4. the loop: Algorithm 1. SIGINT / SIGTERM end it after a step, with a checkpoint.
     bar = tqdm(total=cfg.steps, initial=start, disable=not show, desc="training", unit="step",
                dynamic_ncols=True)
     window, t_window = start, time.perf_counter()
     model.train()
-    for step in range(start, cfg.steps):
-        lr = lr_at(step, cfg)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        x0 = dataset.get_batch(step, cfg.batch_size, seed=cfg.seed, rank=info.rank,
-                               world_size=info.world_size)              # (B, ...)
-        if channels_last:
-            x0 = x0.contiguous(memory_format=torch.channels_last)
-        noise_seed, dropout_seed = step_seeds(cfg.seed, step, info.rank)
-        generator.manual_seed(noise_seed)                                # t and eps
-        torch.manual_seed(dropout_seed)                                  # dropout masks
-        with autocast:
-            loss = l_simple(schedule, train_model, x0, prediction_type=cfg.prediction_type,
-                            generator=generator).mean()                  # Eq. (14)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip:
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip, foreach=True)
-        optimizer.step()
-        ema.update(model, step)
-        losses[step - start] = loss.detach()
+    with _StopSignals(active=run_dir is not None) as stop, contextlib.closing(bar):
+        for step in range(start, cfg.steps):
+            lr = lr_at(step, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            x0 = dataset.get_batch(step, cfg.batch_size, seed=cfg.seed, rank=info.rank,
+                                   world_size=info.world_size)              # (B, ...)
+            if channels_last:
+                x0 = x0.contiguous(memory_format=torch.channels_last)
+            noise_seed, dropout_seed = step_seeds(cfg.seed, step, info.rank)
+            generator.manual_seed(noise_seed)                                # t and eps
+            torch.manual_seed(dropout_seed)                                  # dropout masks
+            with autocast:
+                loss = l_simple(schedule, train_model, x0, prediction_type=cfg.prediction_type,
+                                generator=generator).mean()                  # Eq. (14)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip, foreach=True)
+            optimizer.step()
+            ema.update(model, step)
+            losses[step - start] = loss.detach()
 
-        done = step + 1
-        save_now = done % cfg.checkpoint_every == 0 or done == cfg.steps
-        if save_now or done % cfg.log_every == 0:
-            # 5. the one host sync of a window: mean loss, and a NaN / inf check
-            w = losses[window - start:done - start]
-            stats = torch.stack([w.nan_to_num(0.0, 0.0, 0.0).sum(), (~w.isfinite()).sum().float()])
-            total, bad = distributed.all_reduce_sum(stats, info).tolist()
-            if bad:
-                local = (~w.isfinite()).nonzero()
-                at = window + int(local[0]) if len(local) else window
-                kept = (f"the last good checkpoint is {last_ckpt}" if last_ckpt
-                        else "no checkpoint was written")
-                bar.close()
-                raise TrainingError(f"loss became NaN or inf at step {at} (lr {lr:.3g}); training "
-                                    f"stopped and {kept}. Lower the learning rate or clip "
-                                    f"gradients (grad_clip), then re-run to resume")
-            elapsed = time.perf_counter() - t_window
-            row = {"step": done, "loss": total / (len(w) * info.world_size), "lr": lr,
-                   "images_per_s": (done - window) * cfg.batch_size * info.world_size / elapsed,
-                   "time": time.perf_counter() - t_begin}
-            if metrics_path is not None:
-                with open(metrics_path, "a") as f:
-                    f.write(json.dumps(row) + "\n")
-            bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{row['images_per_s']:.0f}")
-            bar.update(done - window)
-            window, t_window = done, time.perf_counter()
-        if save_now and run_dir is not None and main:
-            try:
-                last_ckpt = save_checkpoint(run_dir, done, config=cfg.to_dict(),
-                                            model_config=model_config, data=data, model=model,
-                                            ema_model=ema.model, optimizer=optimizer,
-                                            keep=cfg.keep_checkpoints)
-            except CheckpointError as error:
-                bar.close()
-                raise TrainingError(f"{error}; the last good checkpoint is {last_ckpt}") from None
-        if (cfg.sample_every and run_dir is not None and main
-                and (done % cfg.sample_every == 0 or done == cfg.steps)):
-            _preview(ema.model, schedule, dataset, cfg, data, run_dir, done)
-    bar.close()
+            done = step + 1
+            save_now = done % cfg.checkpoint_every == 0 or done == cfg.steps
+            # one process checks its flag every step; processes agree at the sync below
+            stopping = stop.received is not None and not info.distributed
+            if save_now or stopping or done % cfg.log_every == 0:
+                # 5. the one host sync of a window: mean loss, NaN / inf check, stop requests
+                w = losses[window - start:done - start]
+                stats = torch.stack([w.nan_to_num(0.0, 0.0, 0.0).sum(),
+                                     (~w.isfinite()).sum().float(),
+                                     torch.tensor(float(stop.received is not None), device=device)])
+                total, bad, stops = distributed.all_reduce_sum(stats, info).tolist()
+                if bad:
+                    local = (~w.isfinite()).nonzero()
+                    at = window + int(local[0]) if len(local) else window
+                    kept = (f"the last good checkpoint is {last_ckpt}" if last_ckpt
+                            else "no checkpoint was written")
+                    raise TrainingError(f"loss became NaN or inf at step {at} (lr {lr:.3g}); "
+                                        f"training stopped and {kept}. Lower the learning rate "
+                                        f"or clip gradients (grad_clip), then re-run to resume")
+                elapsed = time.perf_counter() - t_window
+                row = {"step": done, "loss": total / (len(w) * info.world_size), "lr": lr,
+                       "images_per_s": (done - window) * cfg.batch_size * info.world_size
+                       / elapsed, "time": time.perf_counter() - t_begin}
+                if metrics_path is not None:
+                    with _writing(metrics_path, last_ckpt), open(metrics_path, "a") as f:
+                        f.write(json.dumps(row) + "\n")
+                bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{row['images_per_s']:.0f}")
+                bar.update(done - window)
+                window, t_window = done, time.perf_counter()
+                stopping = stops > 0
+                save_now = save_now or stopping
+            if save_now and run_dir is not None and main:
+                with _writing(f"the checkpoint of step {done}", last_ckpt):
+                    last_ckpt = save_checkpoint(run_dir, done, config=cfg.to_dict(),
+                                                model_config=model_config, data=data, model=model,
+                                                ema_model=ema.model, optimizer=optimizer,
+                                                keep=cfg.keep_checkpoints)
+            if stopping:
+                signum = signal.Signals(stop.received or signal.SIGTERM)   # another rank's
+                saved = run_dir / CHECKPOINT_DIR / f"step-{done:08d}.safetensors"
+                raise TrainingInterrupted(f"{signum.name}: training stopped at step "
+                                          f"{done} of {cfg.steps} and saved {saved}; re-run the "
+                                          f"same command to resume", signum, done, saved)
+            if (cfg.sample_every and run_dir is not None and main
+                    and (done % cfg.sample_every == 0 or done == cfg.steps)):
+                with _writing("a sample PNG", last_ckpt):
+                    _preview(ema.model, schedule, dataset, cfg, data, run_dir, done)
     distributed.barrier(info)
     if start == cfg.steps:
         _say(f"{run_dir} is already trained to step {start}; nothing to do", main)
