@@ -3,6 +3,7 @@ mistake answered with one line on stderr, exit code 2, and nothing written."""
 
 import json
 import os
+import pickle
 import subprocess
 import sys
 
@@ -93,6 +94,17 @@ def error_cases(tmp, run):
     empty_run.mkdir(exist_ok=True)
     new = str(tmp / "new_run")
     train = ["train", "--dataset", "swissroll", "--out", new]
+    np.save(tmp / "ten.npy", np.random.default_rng(0).normal(size=(10, 2)))
+    np.save(tmp / "nan.npy", np.array([[0.0, 1.0], [np.nan, 2.0]]))
+    broken = tmp / "broken_run" / "checkpoints"           # a truncated checkpoint
+    broken.mkdir(parents=True, exist_ok=True)
+    raw = list_checkpoints(run)[-1].read_bytes()
+    (broken / "step-00000002.safetensors").write_bytes(raw[:len(raw) // 2])
+    planted = tmp / "planted_run" / "checkpoints"         # a pickle under a checkpoint's name
+    planted.mkdir(parents=True, exist_ok=True)
+    (planted / "step-00000002.safetensors").write_bytes(pickle.dumps({"step": 2}, protocol=4))
+    (tmp / "folder.npy").mkdir(exist_ok=True)
+    sample = ["sample", "--run", str(run), "--num-samples", "2", "--out", str(tmp / "x.npy")]
     return {
         "unknown dataset": (["train", "--dataset", "nope", "--out", new], "unknown dataset"),
         "missing file": (["train", "--dataset", str(tmp / "missing.npy"), "--out", new],
@@ -127,16 +139,62 @@ def error_cases(tmp, run):
                                      str(a_file / "x.npy")], "not a folder"),
         "other settings in the run": (["train", "--dataset", "swissroll", "--out", str(run),
                                        "--lr", "0.5", *TINY_TOY], "other settings"),
+        "batch larger than the data": (["train", "--dataset", str(tmp / "ten.npy"), "--out", new,
+                                        "--batch-size", "64"], "more than the 10 examples"),
+        "NaN in the data": (["train", "--dataset", str(tmp / "nan.npy"), "--out", new], "NaN"),
+        "points preset for images": (["train", "--dataset", "digits", "--out", new,
+                                      "--model", "mlp"], "for points"),
+        "lr nan": ([*train, "--lr", "nan"], "--lr"),
+        "timesteps 0": ([*train, "--num-timesteps", "0"], "--num-timesteps"),
+        "ema decay 1": ([*train, "--ema-decay", "1"], "--ema-decay"),
+        "seed negative": ([*train, "--seed", "-1"], "--seed"),
+        "threads 0": ([*train, "--threads", "0"], "--threads"),
+        "unknown prediction type": ([*train, "--prediction-type", "score"], "invalid choice"),
+        "override without =": ([*train, "--model-override", "hidden"], "KEY=VALUE"),
+        "unknown override": ([*train, "--model-override", "widht=3"],
+                             "unknown model override"),
+        "override of a bad value": ([*train, "--model-override", "hidden=-3"], "hidden"),
+        "no --out": (["train", "--dataset", "swissroll"], "required"),
+        "steps below the run's": (["train", "--dataset", "swissroll", "--out", str(run),
+                                   "--steps", "1", *TINY_TOY], "already at step 2"),
+        "ddim eta negative": ([*sample, "--sampler", "ddim", "--eta", "-0.5"], "--eta"),
+        "ddim eta nan": ([*sample, "--sampler", "ddim", "--eta", "nan"], "--eta"),
+        "eta without ddim": ([*sample, "--eta", "0.5"], "ddim"),
+        "unknown sampler": ([*sample, "--sampler", "plms"], "invalid choice"),
+        "sample out is a folder": ([*sample[:-1], str(tmp / "folder.npy")], "is a folder"),
+        "truncated checkpoint": (["sample", "--run", str(tmp / "broken_run"), "--num-samples",
+                                  "2", "--out", str(tmp / "x.npy")], "truncated or corrupt"),
+        "pickle as checkpoint": (["sample", "--run", str(tmp / "planted_run"), "--num-samples",
+                                  "2", "--out", str(tmp / "x.npy")], "refused unopened"),
+        "evaluate missing run": (["evaluate", "--run", str(tmp / "nowhere")],
+                                 "no such run folder"),
     }
 
 
-@pytest.mark.parametrize("case", [
+MISTAKES = [
     "unknown dataset", "missing file", "steps 0", "steps negative", "batch size 0",
     "lr negative", "not a number", "unknown preset", "preset for images", "bf16 on cpu",
     "unknown device", "out under a file", "out is a file", "unknown command",
     "sample without checkpoint", "sample missing run", "evaluate without checkpoint",
     "ddim steps > T", "steps without ddim", "num samples 0", "bad suffix",
-    "sample out under a file", "other settings in the run"])
+    "sample out under a file", "other settings in the run", "batch larger than the data",
+    "NaN in the data", "points preset for images", "lr nan", "timesteps 0", "ema decay 1",
+    "seed negative", "threads 0", "unknown prediction type", "override without =",
+    "unknown override", "override of a bad value", "no --out", "steps below the run's",
+    "ddim eta negative", "ddim eta nan", "eta without ddim", "unknown sampler",
+    "sample out is a folder", "truncated checkpoint", "pickle as checkpoint",
+    "evaluate missing run"]
+
+
+def test_the_catalogue_is_complete(tmp_path):
+    """Every case above is run, and they are at least the issue's 20."""
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "run" / "checkpoints" / "step-00000002.safetensors").write_bytes(b"x" * 100)
+    assert sorted(error_cases(tmp_path, tmp_path / "run")) == sorted(MISTAKES)
+    assert len(set(MISTAKES)) == len(MISTAKES) >= 40
+
+
+@pytest.mark.parametrize("case", MISTAKES)
 def test_user_mistakes_exit_2_with_one_line(case, trained_run, tmp_path, capsys):
     argv, expected = error_cases(tmp_path, trained_run)[case]
     before = sorted(p.name for p in tmp_path.rglob("*"))

@@ -214,9 +214,9 @@ def _prepare_run_dir(run_dir: Path, need_bytes: int) -> None:
     except OSError:                                 # cannot tell: a failing save will say
         free = None
     if free is not None and free < 2 * need_bytes:
-        raise CheckpointError(f"{run_dir}: {free / 2**20:.1f} MiB free on its disk, but "
-                              f"checkpoints need about {2 * need_bytes / 2**20:.1f} MiB; free "
-                              f"some space or use another --out")
+        raise CheckpointError(f"{run_dir}: {_size(free)} free on its disk, but checkpoints "
+                              f"need about {_size(2 * need_bytes)}; free some space or use "
+                              f"another --out")
     try:
         (run_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=run_dir / CHECKPOINT_DIR):
@@ -224,6 +224,10 @@ def _prepare_run_dir(run_dir: Path, need_bytes: int) -> None:
     except OSError as error:
         raise CheckpointError(f"cannot write to run folder {run_dir}: "
                               f"{error.strerror or error}") from None
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"
 
 
 def _kept_metrics(text: str, start: int) -> str:
@@ -242,13 +246,14 @@ def _kept_metrics(text: str, start: int) -> str:
 @contextlib.contextmanager
 def _writing(what: str, last_ckpt: Path | None):
     """A failed write to the run folder (a full disk...) as a TrainingError saying what is kept."""
+    kept = f"the last good checkpoint is {last_ckpt}" if last_ckpt else "no checkpoint was kept"
     try:
         yield
-    except (OSError, CheckpointError) as error:
-        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
-        kept = f"the last good checkpoint is {last_ckpt}" if last_ckpt else "no checkpoint was kept"
-        raise TrainingError(f"cannot write {what} ({reason}); training stopped and {kept}"
-                            ) from None
+    except CheckpointError as error:
+        raise TrainingError(f"{error}; training stopped and {kept}") from None
+    except OSError as error:
+        raise TrainingError(f"cannot write {what}: {error.strerror or error}; training stopped "
+                            f"and {kept}") from None
 
 
 def _optimizer(model: nn.Module, config: TrainConfig, device: torch.device):
