@@ -8,7 +8,7 @@ EXTRAS ?= test,book
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test book install clean mutation
+.PHONY: test book browser-test install clean mutation
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,17 @@ test: $(STAMP)
 
 book: $(STAMP)
 	$(NB_ENV) $(VENV)/bin/jupyter-book build . -W -n --keep-going
+
+# The built book in a real browser, offline (tests/browser/, ~2 min): Debian's chromium
+# and chromium-driver (installed here when missing), headless, driven by Selenium over
+# file:// pages; screenshots in _build/screenshots/. Run after `make book`.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+browser-test: $(STAMP)
+	@test -f _build/html/index.html || { echo "no built book: run make book first"; exit 1; }
+	test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || { $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
+	BOOK_BROWSER_TEST=1 $(PY) -m pytest -p no:cacheprovider tests/browser
 
 clean:
 	rm -rf _build .pytest_cache

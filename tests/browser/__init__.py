@@ -1,0 +1,1 @@
+"""The browser test of the rendered book (run by `make browser-test`)."""
