@@ -500,6 +500,48 @@ def test_folder_errors(tmp_path):
         load_dataset(str(mixed))
 
 
+def test_damaged_data_files(tmp_path):
+    """Files cut short, empty or of the wrong kind: one DataError each, naming the file."""
+    a = np.random.default_rng(0).normal(size=(50, 2))
+    np.save(tmp_path / "whole.npy", a)
+    raw = (tmp_path / "whole.npy").read_bytes()
+    (tmp_path / "cut.npy").write_bytes(raw[:len(raw) - 100])       # the data cut short
+    with raises("cut.npy: cannot read it as a numpy file"):
+        load_dataset(str(tmp_path / "cut.npy"))
+    (tmp_path / "zero.npy").write_bytes(b"")
+    with raises(r"zero.npy: not a .npy or .npz file \(it starts with b''\)"):
+        load_dataset(str(tmp_path / "zero.npy"))
+    np.savez(tmp_path / "nothing.npz")
+    with raises(r"nothing.npz: holds arrays \(none\)"):
+        load_dataset(str(tmp_path / "nothing.npz"))
+    np.save(tmp_path / "words.npy", np.array([["a", "b"], ["c", "d"]]))
+    with raises("words.npy: points must be real numbers, found dtype <U1"):
+        load_dataset(str(tmp_path / "words.npy"))
+    np.save(tmp_path / "no_rows.npy", np.zeros((0, 8, 8), np.uint8))
+    with raises(r"the array is empty \(shape \(0, 8, 8\)\)"):
+        load_dataset(str(tmp_path / "no_rows.npy"))
+    np.save(tmp_path / "nan_images.npy", np.full((2, 4, 4), np.nan))
+    with raises("nan_images.npy: images must be uint8 0..255, found float64"):
+        load_dataset(str(tmp_path / "nan_images.npy"))
+
+
+def test_image_cut_short_in_a_folder(tmp_path):
+    """A PNG whose header reads but whose pixels are cut off fails when decoded."""
+    Image = pytest.importorskip("PIL.Image")
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, image in enumerate(random_images(3, 16, 16)):
+        Image.fromarray(image).save(folder / f"{i}.png")
+    raw = (folder / "1.png").read_bytes()
+    (folder / "1.png").write_bytes(raw[:len(raw) // 2])
+    with raises(r"cannot read image .*1\.png"):
+        load_dataset(str(folder))
+    (folder / "1.png").unlink()
+    (folder / "hidden_dir.png").mkdir()                    # a folder named like an image
+    (folder / "notes.txt").write_text("not an image")
+    assert load_dataset(str(folder)).num_examples == 2
+
+
 def test_missing_mnist_offline_says_what_to_do(tmp_path, no_torchvision):
     for download in (False, True):
         with raises(r"mnist: no IDX files under .*--data-dir.*train-images-idx3-ubyte"
