@@ -208,6 +208,15 @@ def test_user_mistakes_exit_2_with_one_line(case, trained_run, tmp_path, capsys)
     assert sorted(p.name for p in trained_run.rglob("*")) == run_before
 
 
+def test_the_default_batch_shrinks_to_a_small_array(tmp_path, capsys):
+    """Points' default batch is 512; 10 points train with batches of 10 (an explicit
+    --batch-size above 10 is a mistake, see the catalogue)."""
+    np.save(tmp_path / "ten.npy", np.random.default_rng(0).normal(size=(10, 2)))
+    assert main(["train", "--dataset", str(tmp_path / "ten.npy"), "--out", str(tmp_path / "r"),
+                 "--steps", "2", "--no-progress", "--sample-every", "0"]) == 0
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["batch_size"] == 10
+
+
 def test_a_mistake_in_a_real_process_has_no_traceback(tmp_path):
     p = run_cli("train", "--dataset", "swissroll", "--out", tmp_path / "r", "--batch-size", "0")
     assert p.returncode == 2 and "Traceback" not in p.stderr

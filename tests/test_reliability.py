@@ -326,8 +326,10 @@ def test_killed_anywhere_resumes_and_ends_bitwise_equal(reference, tmp_path):
     launch(slow, "kill-at-random")
     assert latest_step(run) < STEPS - 10           # the chain left work to resume
 
+    resumes_from = latest_checkpoint(run)
     c = Child(folder, argv)
     assert c.wait() == 0, c.stderr()
+    assert f"resuming from {resumes_from} (step" in c.stderr()
     assert f"trained swissroll to step {STEPS}" in (folder / "stdout").read_text()
     assert temporaries(run) == []                 # ... is cleaned up on resume
     assert_same_run(run, reference)

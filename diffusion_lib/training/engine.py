@@ -277,7 +277,10 @@ def train(config: TrainConfig) -> TrainResult:
 
     Raises:
         ConfigError, DataError, CheckpointError (all ValueError): bad settings, data or run
-        folder, found before anything is written. TrainingError: NaN or inf loss.
+        folder, found before anything is written. TrainingError: NaN or inf loss, or a
+        failed write (a full disk); the previous checkpoint is kept. TrainingInterrupted
+        (a TrainingError): SIGINT or SIGTERM, after saving a checkpoint of the step reached
+        (only with a run folder, in the main thread).
     """
     config.validate()
     info = distributed.setup(config.device)
