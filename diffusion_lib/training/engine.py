@@ -22,7 +22,7 @@ A run folder survives interruptions: SIGINT (Ctrl-C) or SIGTERM (a preempted job
 the loop after the current step, saves a checkpoint of it, and raises
 :class:`TrainingInterrupted`; a second signal stops at once (KeyboardInterrupt). A write
 that fails (a full disk) stops with :class:`TrainingError`, the previous checkpoint kept.
-Free space and write access are checked before the first step.
+Free space and write access are checked before the first step (:mod:`.run_folder`).
 """
 
 from __future__ import annotations
@@ -30,11 +30,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import shutil
 import signal
 import sys
-import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +51,7 @@ from .checkpoint import (CHECKPOINT_DIR, CheckpointError, atomic_write_text, lat
                          load_checkpoint, load_state, remove_temporaries, save_checkpoint)
 from .config import RESUMABLE_FIELDS, ConfigError, TrainConfig, resolve_config
 from .ema import EMA
+from .run_folder import StopSignals, checkpoint_bytes, kept_metrics, prepare_run_dir
 from .sampling import generate, save_png, to_data_space
 
 __all__ = ["train", "TrainResult", "TrainingError", "TrainingInterrupted", "lr_at",
@@ -75,33 +73,6 @@ class TrainingInterrupted(TrainingError):
         self.signum = signum            # signal.SIGINT or signal.SIGTERM
         self.step = step                # optimizer steps done
         self.checkpoint = checkpoint    # the checkpoint saved at ``step``
-
-
-class _StopSignals:
-    """Within ``with``: SIGINT / SIGTERM set ``received`` (the loop stops after its step);
-    a second one raises KeyboardInterrupt at once. Only the main thread can install signal
-    handlers; elsewhere, or with ``active=False``, nothing changes. Restores the previous
-    handlers on exit."""
-
-    def __init__(self, active: bool):
-        self.active = active and threading.current_thread() is threading.main_thread()
-        self.received: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def _handle(self, signum, frame) -> None:
-        if self.received is not None:
-            raise KeyboardInterrupt
-        self.received = signum
-
-    def __enter__(self) -> "_StopSignals":
-        if self.active:
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
 
 @dataclass
@@ -193,54 +164,6 @@ def _check_fits(config: TrainConfig, requested: TrainConfig, dataset: Dataset,
     raise ConfigError(f"batch_size {config.batch_size}{processes} is more than the {n} examples "
                       f"of {config.dataset}; use --batch-size {max(1, n // info.world_size)} "
                       f"or less")
-
-
-def _checkpoint_bytes(model: nn.Module) -> int:
-    """About the size of one checkpoint: weights, their EMA and AdamW's two moments."""
-    return 4 * sum(t.numel() * t.element_size() for t in model.state_dict().values())
-
-
-def _prepare_run_dir(run_dir: Path, need_bytes: int) -> None:
-    """Check free space and write access of the run folder before the first step.
-
-    Raises CheckpointError if the disk has less than two checkpoints free (a new one is
-    written next to the last before that is deleted), or if the folder cannot be written.
-    """
-    existing = run_dir
-    while not existing.exists() and existing.parent != existing:
-        existing = existing.parent
-    try:
-        free = shutil.disk_usage(existing).free
-    except OSError:                                 # cannot tell: a failing save will say
-        free = None
-    if free is not None and free < 2 * need_bytes:
-        raise CheckpointError(f"{run_dir}: {_size(free)} free on its disk, but checkpoints "
-                              f"need about {_size(2 * need_bytes)}; free some space or use "
-                              f"another --out")
-    try:
-        (run_dir / CHECKPOINT_DIR).mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=run_dir / CHECKPOINT_DIR):
-            pass
-    except OSError as error:
-        raise CheckpointError(f"cannot write to run folder {run_dir}: "
-                              f"{error.strerror or error}") from None
-
-
-def _size(n: int) -> str:
-    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"
-
-
-def _kept_metrics(text: str, start: int) -> str:
-    """The lines of metrics.jsonl up to step ``start``; a line torn by a crash is dropped."""
-    kept = []
-    for line in text.splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= start:
-            kept.append(line + "\n")
-    return "".join(kept)
 
 
 @contextlib.contextmanager
@@ -344,13 +267,13 @@ def _train(config: TrainConfig, info: distributed.DistInfo) -> TrainResult:
     #    write removed, config, metrics trimmed to the resumed step
     metrics_path = None
     if run_dir is not None and main:
-        _prepare_run_dir(run_dir, _checkpoint_bytes(model))
+        prepare_run_dir(run_dir, checkpoint_bytes(model))
         try:
             remove_temporaries(run_dir)
             atomic_write_text(run_dir / "config.json", cfg.to_json() + "\n")
             metrics_path = run_dir / "metrics.jsonl"
             if metrics_path.exists():
-                atomic_write_text(metrics_path, _kept_metrics(metrics_path.read_text(), start))
+                atomic_write_text(metrics_path, kept_metrics(metrics_path.read_text(), start))
         except OSError as error:
             raise CheckpointError(f"cannot write to run folder {run_dir}: "
                                   f"{error.strerror or error}") from None
@@ -372,7 +295,7 @@ def _train(config: TrainConfig, info: distributed.DistInfo) -> TrainResult:
                dynamic_ncols=True)
     window, t_window = start, time.perf_counter()
     model.train()
-    with _StopSignals(active=run_dir is not None) as stop, contextlib.closing(bar):
+    with StopSignals(active=run_dir is not None) as stop, contextlib.closing(bar):
         for step in range(start, cfg.steps):
             lr = lr_at(step, cfg)
             for group in optimizer.param_groups:
