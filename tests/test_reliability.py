@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 
@@ -442,18 +443,19 @@ def shared_tmp():
     shutil.rmtree(folder)
 
 
-@pytest.mark.parametrize("unwritable", ["run folder", "checkpoints folder"])
+@pytest.mark.parametrize("unwritable", ["run folder", "checkpoints folder", "folder above"])
 def test_unwritable_run_folder_is_refused_before_training(shared_tmp, unwritable):
     """Root ignores file modes, so as root the child runs as user nobody instead."""
-    run = shared_tmp / "run"
+    run = shared_tmp / "above" / "run"
     assert main(train_argv(run, steps=10)) == 0
     before, rows = snapshot(run), (run / "metrics.jsonl").read_text()
-    locked = run if unwritable == "run folder" else run / "checkpoints"
+    locked = {"run folder": run, "checkpoints folder": run / "checkpoints",
+              "folder above": run.parent}[unwritable]
     if unwritable == "checkpoints folder":
         run.chmod(0o777)                      # the run folder itself stays writable
     as_root = os.geteuid() == 0
-    if not as_root:
-        locked.chmod(0o555)
+    if not as_root or unwritable == "folder above":
+        locked.chmod(0o000 if unwritable == "folder above" else 0o555)
 
     def drop_root():
         if as_root:
@@ -465,10 +467,21 @@ def test_unwritable_run_folder_is_refused_before_training(shared_tmp, unwritable
     finally:
         locked.chmod(0o755)
     line = one_line(c.stderr().splitlines()[-1])
-    assert "Permission denied" in line and str(run) in line
+    assert line.startswith("error: ") and "Permission denied" in line and str(run) in line
     assert "resuming" not in c.stderr() or unwritable == "checkpoints folder"
     assert snapshot(run) == before
     assert (run / "metrics.jsonl").read_text() == rows          # not one step trained
+
+
+def test_signal_handlers_are_restored_and_other_threads_left_alone(tmp_path):
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    assert main(train_argv(tmp_path / "a", steps=2)) == 0
+    assert {s: signal.getsignal(s) for s in handlers} == handlers
+    codes = []           # Python sets signal handlers in the main thread only
+    thread = threading.Thread(target=lambda: codes.append(main(train_argv(tmp_path / "b", 2))))
+    thread.start()
+    thread.join(TIMEOUT)
+    assert codes == [0] and latest_step(tmp_path / "b") == 2
 
 
 # ---------------------------------------------------------------- planted pickles
