@@ -37,6 +37,7 @@ from diffusion_lib.training import load_checkpoint
 
 STEPS, EVERY = 120, 5          # the run of the interruption chain, and its checkpoint interval
 TIMEOUT = 60                   # seconds any child may take; a hang fails the test
+needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="forks children (POSIX only)")
 
 
 def train_argv(run, steps=STEPS, every=EVERY):
@@ -252,6 +253,7 @@ class _HalfWriter:
         self.f.close()
 
 
+@needs_fork
 def test_killed_anywhere_resumes_and_ends_bitwise_equal(reference, tmp_path):
     """SIGKILL at random moments and at every stage of a save; SIGTERM and SIGINT save a
     checkpoint first; a second signal stops at once. Then the run completes, bitwise equal
@@ -354,6 +356,7 @@ sys.exit(main(sys.argv[2:]))
 
 
 @pytest.mark.slow
+@needs_fork
 def test_real_processes_killed_then_resumed(tmp_path):
     """The command in fresh interpreters (``python -c`` calling ``cli.main``, steps slowed
     to 20 ms): SIGKILL, then SIGTERM, at random moments of training; then the command
@@ -404,6 +407,7 @@ def snapshot(run):
     return {p.name: p.read_bytes() for p in list_checkpoints(run)}
 
 
+@needs_fork
 def test_full_disk_at_a_save_keeps_the_previous_checkpoint(tmp_path):
     """Files may not grow past 20 kB (RLIMIT_FSIZE; a checkpoint is ~90 kB): the first save
     fails with EFBIG, like a full disk. One line, exit 1, the old checkpoints intact."""
@@ -443,6 +447,7 @@ def shared_tmp():
     shutil.rmtree(folder)
 
 
+@needs_fork
 @pytest.mark.parametrize("unwritable", ["run folder", "checkpoints folder", "folder above"])
 def test_unwritable_run_folder_is_refused_before_training(shared_tmp, unwritable):
     """Root ignores file modes, so as root the child runs as user nobody instead."""
