@@ -111,7 +111,8 @@ class Child:
     def __init__(self, folder, argv, patch=None, setup=None):
         self.folder = pathlib.Path(folder)
         self.ready, self.go = self.folder / "ready", self.folder / "go"
-        for f in (self.ready, self.go):
+        self.handled = self.folder / "handled"
+        for f in (self.ready, self.go, self.handled):
             f.unlink(missing_ok=True)
         self.stderr_path = self.folder / "stderr"
         self.pid = os.fork()
@@ -175,6 +176,13 @@ class Child:
             time.sleep(0.005)
         return self.status
 
+    def wait_handled(self):
+        """Until the child's signal handler has run (two pending signals count as one)."""
+        deadline = time.monotonic() + TIMEOUT
+        while not self.handled.exists():
+            assert time.monotonic() < deadline, "the signal was never handled"
+            time.sleep(0.005)
+
     def kill(self, signum=signal.SIGKILL):
         if self.poll() is None:
             os.kill(self.pid, signum)
@@ -187,7 +195,13 @@ class Child:
 
 def _apply(patch, child):
     """Patch the child's library where it must stop (test-side monkeypatching only)."""
-    from diffusion_lib.training import checkpoint, engine
+    from diffusion_lib.training import checkpoint, engine, run_folder
+    real_handle = run_folder.StopSignals._handle
+
+    def handle(self, signum, frame):          # tell the test, then the library's handler
+        child.handled.write_text(str(signum))
+        return real_handle(self, signum, frame)
+    run_folder.StopSignals._handle = handle
     kind, value = patch
     if kind in ("step", "slow"):              # step_seeds(seed, step, rank) opens each step
         real_seeds = engine.step_seeds
@@ -288,7 +302,7 @@ def test_killed_anywhere_resumes_and_ends_bitwise_equal(reference, tmp_path):
                 reached = max([r["step"] for r in metrics(run)] + [0])
                 c.kill(signum)
                 if stop == "twice":
-                    time.sleep(0.05)
+                    c.wait_handled()
                     c.kill(signum)
                 c.go.write_text("")
                 status = c.wait()
