@@ -92,7 +92,9 @@ def _defaults_epilog() -> str:
         if d["model_overrides"]:
             model += " with " + ", ".join(f"{k}={v}" for k, v in d["model_overrides"].items())
         lines.append(f"  {key}: {what}\n    model {model}, steps {d['steps']}, batch "
-                     f"{d['batch_size']}, lr {d['lr']:g}, warm-up {d['warmup_steps']}, grad clip "
+                     f"{d['batch_size']}, lr {d['lr']:g}"
+                     f"{' cosine-decayed to 0' if d['lr_decay'] == 'cosine' else ''}, warm-up "
+                     f"{d['warmup_steps']}, grad clip "
                      f"{d['grad_clip']:g}, EMA {d['ema_decay']}, checkpoint every "
                      f"{d['checkpoint_every']}, sample PNG every {d['sample_every']} ({how})")
     lines.append("all: linear schedule, T = 1000, eps prediction, AdamW without weight decay, "
@@ -123,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=pos, help="examples per step (per process)")
     t.add_argument("--lr", type=_float_range(0, low_open=True), help="peak learning rate")
     t.add_argument("--warmup-steps", type=nonneg, help="linear LR warm-up steps")
+    t.add_argument("--lr-decay", choices=("none", "cosine"),
+                   help="after warm-up: flat (DDPM) or a half cosine down to 0")
     t.add_argument("--weight-decay", type=_float_range(0), default=0.0)
     t.add_argument("--grad-clip", type=_float_range(0), help="max gradient norm, 0: off")
     t.add_argument("--ema-decay", type=_float_range(0, 0.999999999))
@@ -212,6 +216,7 @@ def _cmd_train(args) -> int:
         data_dir=None if args.data_dir is None else str(Path(args.data_dir).expanduser().resolve()),
         download=args.download, model=args.model, model_overrides=dict(args.model_override),
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup_steps,
+        lr_decay=args.lr_decay,
         weight_decay=args.weight_decay, grad_clip=args.grad_clip, ema_decay=args.ema_decay,
         ema_warmup=not args.no_ema_warmup, schedule=args.schedule,
         num_timesteps=args.num_timesteps, prediction_type=args.prediction_type, seed=args.seed,

@@ -18,7 +18,8 @@ from diffusion_lib.data import load_dataset
 from diffusion_lib.metrics import (CLASSIFIER_FILENAME, bits_per_dim, energy_distance,
                                    extract_features, fitted_mixture_kl, frechet_distance,
                                    gaussian_frechet_distance, image_report, inception_fid,
-                                   load_feature_classifier, mmd_rbf, mode_counts, toy_report,
+                                   load_feature_classifier, mmd_rbf, mode_counts,
+                                   nearest_neighbour_distance, toy_report,
                                    train_feature_classifier)
 
 CLASSIFIER_STEPS = 150   # ~95% on digits in a few seconds
@@ -98,6 +99,29 @@ def test_frechet_distance_matches_scipy_sqrtm_for_full_covariances():
     assert gaussian_frechet_distance(mu1, c1, mu1, c1) == pytest.approx(0, abs=1e-9)
 
 
+def test_nearest_neighbour_distance_against_brute_force():
+    x, y = rng(30).normal(size=(300, 2)), rng(31).normal(size=(200, 2)) + 0.2
+    d = cdist(x, y)                                                      # scipy, (300, 200)
+    expected = (d.min(1).mean() + d.min(0).mean()) / 2
+    assert nearest_neighbour_distance(x, y, chunk_size=7) == pytest.approx(expected, rel=1e-12)
+    assert nearest_neighbour_distance(x, x) == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="same dimension"):
+        nearest_neighbour_distance(x, np.zeros((5, 3)))
+
+
+def test_nearest_neighbour_ratio_is_steady_and_sees_blur():
+    """A noisy circle: two data samples give a ratio within 5% of 1 (the floor is
+    steady); the same points blurred by noise of std 0.1 (7% of the data's std) > 1.3."""
+    def circle(seed, n=2000):
+        angle = rng(seed).uniform(0, 2 * np.pi, n)
+        return np.stack([np.cos(angle), np.sin(angle)], 1) + 0.02 * rng(seed + 100).normal(size=(n, 2))
+    a, b, c = circle(40), circle(41), circle(42)
+    floor = nearest_neighbour_distance(b, a)
+    assert 0.95 < nearest_neighbour_distance(c, a) / floor < 1.05
+    blurred = c + 0.1 * rng(43).normal(size=c.shape)
+    assert nearest_neighbour_distance(blurred, a) / floor > 1.3
+
+
 def test_frechet_distance_is_small_for_two_samples_of_one_law():
     cov = np.diag([1.0, 2.0, 0.5])
     x = rng(18).multivariate_normal(np.zeros(3), cov, 5000)
@@ -121,8 +145,9 @@ def exact_report(eight):
 def test_toy_report_on_data_is_at_its_floor(exact_report):
     r = exact_report
     assert r["num_samples"] == 3000 and r["num_nonfinite"] == 0
-    assert 0.3 < r["ratio"] < 3                                          # 1 on average
-    assert abs(r["energy_distance_unbiased"]) < 3 * r["floor"]
+    assert 0.3 < r["energy_ratio"] < 3                                   # 1 on average
+    assert abs(r["energy_distance_unbiased"]) < 3 * r["energy_floor"]
+    assert 0.9 < r["nn_ratio"] < 1.1                                     # steady: +-3% measured
     # KL: the fitting error ~47 / (2 N) nats for data, like the floor's
     assert 0 < r["kl"] < 0.02 and 0 < r["kl_floor"] < 0.02
     assert abs(r["kl"] - r["kl_floor"]) < 0.01
@@ -134,13 +159,14 @@ def test_toy_report_on_data_is_at_its_floor(exact_report):
 def test_toy_report_on_broken_samples(eight, exact_report):
     x = eight.to_output(eight.get_batch(0, 3000, seed=11))
     shifted = toy_report(x + np.array([0.3, 0.0], np.float32), eight, kl_points=20_000)
-    assert shifted["ratio"] > 10 * exact_report["ratio"]
+    assert shifted["energy_ratio"] > 10 * exact_report["energy_ratio"]
+    assert shifted["nn_ratio"] > 2
     assert shifted["kl"] > 1 and shifted["in_mode_fraction"] < 0.9
     points, k = eight.mixture.sample(3000, generator=torch.Generator().manual_seed(1),
                                      return_components=True)
     half = toy_report(points[k < 4], eight, kl_points=20_000)            # 4 of the 8 modes
     assert half["mode_coverage"] == 0.5
-    assert half["kl"] > 10 and half["ratio"] > 100
+    assert half["kl"] > 10 and half["energy_ratio"] > 100 and half["nn_ratio"] > 2
 
 
 def test_toy_report_without_scikit_learn_leaves_out_the_kl(eight, monkeypatch):
@@ -174,15 +200,18 @@ def test_toy_report_other_toys_and_point_files(tmp_path):
     moons = load_dataset("moons")
     x = moons.to_output(moons.get_batch(0, 2000, seed=5))
     report = toy_report(x, "Moons")                                       # a name works too
-    assert 0.3 < report["ratio"] < 3 and "kl" not in report
+    assert 0.3 < report["energy_ratio"] < 3 and "kl" not in report
+    assert 0.9 < report["nn_ratio"] < 1.1
     x[:100] = np.nan                                                       # a diverged sampler
     broken = toy_report(x * 1.2, moons)
     assert broken["num_nonfinite"] == 100 and broken["num_samples"] == 1900
-    assert broken["ratio"] > 10
+    assert broken["energy_ratio"] > 10 and broken["nn_ratio"] > 1.5
     points = rng(20).normal(size=(900, 2))
     np.save(tmp_path / "p.npy", points)
     own = toy_report(rng(21).normal(size=(1200, 2)), load_dataset(str(tmp_path / "p.npy")))
-    assert own["num_samples"] == 900 and 0.3 < own["ratio"] < 3          # cut to the file's size
+    # two disjoint halves of the file: the reference and the floor's second sample
+    assert own["num_samples"] == 450 and 0.3 < own["energy_ratio"] < 3
+    assert 0.8 < own["nn_ratio"] < 1.2
 
 
 # ---------------------------------------------------------------- image metrics

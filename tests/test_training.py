@@ -2,6 +2,7 @@
 uninterrupted one, damaged checkpoints and NaN losses stop with clear errors."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -78,10 +79,18 @@ def test_train_leaves_the_global_rng_alone():
 # ---------------------------------------------------------------- schedules of lr and EMA
 
 def test_lr_warmup_and_ema_warmup():
-    cfg = resolve_config(TrainConfig(dataset="swissroll", lr=1e-3, warmup_steps=10),
-                         _swissroll())
+    cfg = resolve_config(TrainConfig(dataset="swissroll", lr=1e-3, warmup_steps=10,
+                                     lr_decay="none"), _swissroll())
     assert lr_at(0, cfg) == pytest.approx(1e-4)
     assert lr_at(9, cfg) == pytest.approx(1e-3) and lr_at(5000, cfg) == pytest.approx(1e-3)
+    # the toys' default: a half cosine from the end of the warm-up down to 0 at `steps`
+    cfg = resolve_config(TrainConfig(dataset="swissroll", lr=1e-3, warmup_steps=10, steps=110),
+                         _swissroll())
+    assert cfg.lr_decay == "cosine"
+    assert lr_at(9, cfg) == pytest.approx(1e-3) and lr_at(10, cfg) == pytest.approx(1e-3)
+    assert lr_at(60, cfg) == pytest.approx(0.5e-3)                       # half-way: cos(pi/2)
+    assert lr_at(35, cfg) == pytest.approx(1e-3 * (2 + math.sqrt(2)) / 4)  # a quarter: cos(pi/4)
+    assert lr_at(110, cfg) == 0.0
     assert ema_decay_at(0, 0.9999) == pytest.approx(0.1)
     assert ema_decay_at(80, 0.9999) == pytest.approx(0.9)
     assert ema_decay_at(10**7, 0.9999) == 0.9999

@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import signal
 import sys
 import time
@@ -103,9 +104,18 @@ class TrainResult:
 
 
 def lr_at(step: int, config: TrainConfig) -> float:
-    """Learning rate at 0-indexed step ``step``: linear warm-up to ``config.lr``, then flat."""
-    if config.warmup_steps:
-        return config.lr * min(1.0, (step + 1) / config.warmup_steps)
+    """Learning rate at 0-indexed step ``step``: linear warm-up to ``config.lr``, then flat
+    (``lr_decay="none"``, DDPM) or a half cosine down to 0 at ``config.steps``.
+
+    With the cosine decay, a run extended on resume (a larger ``steps``) changes the
+    schedule of its remaining steps, so it no longer equals a run started with that many.
+    """
+    warmup = config.warmup_steps or 0
+    if step < warmup:
+        return config.lr * (step + 1) / warmup
+    if config.lr_decay == "cosine":
+        progress = (step - warmup) / max(1, config.steps - warmup)        # 0 -> 1
+        return config.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
     return config.lr
 
 
