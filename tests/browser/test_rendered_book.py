@@ -245,12 +245,16 @@ def test_animations_step(browser, page):
 
 
 def screenshot(browser, page: str, size: tuple[int, int]) -> pathlib.Path:
-    """The whole page (up to 16000 px high) at the current viewport, as a PNG."""
-    time.sleep(0.2)   # let the layout settle after typesetting
+    """The whole page (up to 16000 px high) at this width, as a PNG. The viewport is made
+    as tall as the page: Chrome's capture beyond the viewport lays the theme out wrong
+    (no sidebars)."""
     height = min(browser.execute_script("return document.documentElement.scrollHeight"), 16000)
-    shot = browser.execute_cdp_cmd("Page.captureScreenshot", {
-        "format": "png", "captureBeyondViewport": True,
-        "clip": {"x": 0, "y": 0, "width": size[0], "height": height, "scale": 1}})
+    set_viewport(browser, size[0], height)
+    try:
+        time.sleep(0.3)   # let the layout settle
+        shot = browser.execute_cdp_cmd("Page.captureScreenshot", {"format": "png"})
+    finally:
+        set_viewport(browser, *size)
     SHOTS.mkdir(parents=True, exist_ok=True)
     path = SHOTS / (pathlib.Path(page).stem + ("_desktop" if size == DESKTOP else "_phone")
                     + ".png")
