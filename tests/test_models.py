@@ -223,6 +223,78 @@ def test_compiles_to_one_graph(preset):
     assert model_config_dict(compiled) == model_config_dict(model)
 
 
+# --- 1x1 convolutions and attention as matmuls -----------------------------------------------
+
+def _conv1x1_and_reference(in_ch=6, out_ch=10, seed=0):
+    from diffusion_lib.models.unet import Conv1x1
+    torch.manual_seed(seed)
+    conv = Conv1x1(in_ch, out_ch)
+    return conv, lambda x: torch.nn.functional.conv2d(x, conv.weight, conv.bias)
+
+
+def test_conv1x1_keeps_the_parameters_of_a_1x1_conv():
+    conv, _ = _conv1x1_and_reference()
+    assert isinstance(conv, nn.Conv2d)
+    assert {k: tuple(v.shape) for k, v in conv.state_dict().items()} == {
+        "weight": (10, 6, 1, 1), "bias": (10,)}
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_conv1x1_equals_conv2d_values_and_gradients(memory_format):
+    conv, reference = _conv1x1_and_reference()
+    x = torch.randn(3, 6, 5, 7, generator=gen(1)).contiguous(memory_format=memory_format)
+    grad = torch.randn(3, 10, 5, 7, generator=gen(2))
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out, expected = conv(x1), reference(x2)
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    assert not torch.equal(expected, torch.zeros_like(expected))
+    grads = torch.autograd.grad(out, (x1, conv.weight, conv.bias), grad)
+    expected_grads = torch.autograd.grad(expected, (x2, conv.weight, conv.bias), grad)
+    for g, e in zip(grads, expected_grads):
+        torch.testing.assert_close(g, e, atol=1e-5, rtol=1e-5)
+
+
+def test_conv1x1_on_flattened_positions_equals_conv2d():
+    conv, reference = _conv1x1_and_reference()
+    x = torch.randn(3, 6, 4, 5, generator=gen(3))
+    expected = reference(x).flatten(2)  # (B, out, N)
+    bcn = x.flatten(2)  # (B, in, N), contiguous
+    bnc = bcn.transpose(1, 2)  # (B, N, in), strided
+    torch.testing.assert_close(conv.forward_bcn(bcn), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(conv.forward_bcn(bnc.contiguous().transpose(1, 2)), expected,
+                               atol=1e-5, rtol=1e-5)
+    for positions_first in (bnc, bnc.contiguous()):
+        torch.testing.assert_close(conv.forward_bnc(positions_first), expected.transpose(1, 2),
+                                   atol=1e-5, rtol=1e-5)
+
+
+def _attention_reference(attn, x):
+    """Self-attention written with F.conv2d and explicit softmax(q k^T / sqrt(d)) v."""
+    F = torch.nn.functional
+    B, C, H, W = x.shape
+    heads, d = attn.num_heads, C // attn.num_heads
+    qkv = F.conv2d(attn.norm(x), attn.qkv.weight, attn.qkv.bias)  # (B, 3C, H, W)
+    q, k, v = qkv.reshape(B, 3, heads, d, H * W).unbind(1)  # each (B, heads, d, HW)
+    weights = torch.softmax(q.transpose(2, 3) @ k / d ** 0.5, dim=-1)  # (B, heads, HW, HW)
+    h = (weights @ v.transpose(2, 3)).transpose(2, 3).reshape(B, C, H, W)
+    return x + F.conv2d(h, attn.proj.weight, attn.proj.bias)
+
+
+@pytest.mark.parametrize("num_heads", [1, 2])
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_self_attention_equals_the_convolution_reference(num_heads, memory_format):
+    from diffusion_lib.models.unet import SelfAttention
+    torch.manual_seed(0)
+    attn = randomize_(SelfAttention(8, num_heads, groups=4))
+    x = torch.randn(2, 8, 4, 3, generator=gen(4))
+    expected = _attention_reference(attn, x)
+    with torch.no_grad():
+        out = attn(x.contiguous(memory_format=memory_format))
+    torch.testing.assert_close(out, expected, atol=1e-5, rtol=1e-5)
+    assert out.is_contiguous(memory_format=memory_format)  # the sum keeps x's layout
+    assert (expected - x).abs().max() > 0.01  # the attention branch is not a no-op
+
+
 # --- errors --------------------------------------------------------------------------------
 
 def test_unknown_preset_names_the_valid_ones():

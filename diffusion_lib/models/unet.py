@@ -31,6 +31,41 @@ from .embeddings import check_timesteps, timestep_embedding
 GROUPNORM_EPS = 1e-6  # as in the paper's TensorFlow code; PyTorch's default is 1e-5
 
 
+class Conv1x1(nn.Conv2d):
+    """A 1x1 convolution (a linear map of the channels at every pixel), computed as a matmul.
+
+    Same parameters (weight (out, in, 1, 1), bias (out,)) and the same math as nn.Conv2d with
+    kernel_size=1. A contiguous (NCHW) input runs as one batched matmul of the weight's
+    (out, in) view with x's (in, H*W) view, with no copy: PyTorch's CPU convolution sends
+    1x1 kernels at small batch on one thread to a slow im2col path. A channels_last input
+    keeps the convolution, which cuDNN (GPU) and oneDNN handle well in that layout.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int):
+        super().__init__(in_ch, out_ch, kernel_size=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not x.is_contiguous():
+            return super().forward(x)
+        return self.forward_bcn(x.flatten(2)).unflatten(2, x.shape[2:])  # (B, out, H, W)
+
+    def forward_bcn(self, x: Tensor) -> Tensor:
+        """Channels first: x of shape (B, in, N), any strides, to (B, out, N)."""
+        B, _, N = x.shape
+        w = self.weight.flatten(1).expand(B, -1, -1)  # (B, out, in), a view
+        b = self.bias[:, None].expand(B, -1, N)  # (B, out, N), a view
+        return torch.baddbmm(b, w, x)
+
+    def forward_bnc(self, x: Tensor) -> Tensor:
+        """Channels last: x of shape (B, N, in), any strides, to (B, N, out)."""
+        if x.is_contiguous():  # one (B*N, in) @ (in, out) matmul
+            return F.linear(x, self.weight.flatten(1), self.bias)
+        B, N, _ = x.shape
+        w = self.weight.flatten(1).t().expand(B, -1, -1)  # (B, in, out), a view
+        b = self.bias.expand(B, N, -1)  # (B, N, out), a view
+        return torch.baddbmm(b, x, w)
+
+
 def _positive_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
@@ -120,7 +155,7 @@ class ResidualBlock(nn.Module):
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
         nn.init.zeros_(self.conv2.weight)
         nn.init.zeros_(self.conv2.bias)
-        self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
+        self.skip = Conv1x1(in_ch, out_ch) if in_ch != out_ch else nn.Identity()
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
         """x: (B, in_ch, H, W); emb: (B, emb_dim), the timestep embedding after its SiLU."""
@@ -141,23 +176,26 @@ class SelfAttention(nn.Module):
         super().__init__()
         self.num_heads = num_heads
         self.norm = nn.GroupNorm(groups, channels, eps=GROUPNORM_EPS)
-        self.qkv = nn.Conv2d(channels, 3 * channels, 1)
-        self.proj = nn.Conv2d(channels, channels, 1)
+        self.qkv = Conv1x1(channels, 3 * channels)
+        self.proj = Conv1x1(channels, channels)
         nn.init.zeros_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         B, C, H, W = x.shape
-        qkv = self.qkv(self.norm(x))  # (B, 3C, H, W)
-        # Positions first, channels last; a free view when x is channels_last, else one copy.
-        # It gives q, k, v a unit stride on their last dim, which the fused kernels want.
-        qkv = qkv.flatten(2).transpose(1, 2).contiguous()  # (B, HW, 3C)
+        h = self.norm(x).flatten(2).transpose(1, 2)  # (B, HW, C), a view
+        # Positions first, channels last, straight out of the matmul (no copy): it gives
+        # q, k, v a unit stride on their last dim, which the fused kernels want.
+        qkv = self.qkv.forward_bnc(h)  # (B, HW, 3C)
         qkv = qkv.unflatten(2, (3, self.num_heads, C // self.num_heads))  # (B, HW, 3, heads, d)
         q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, heads, HW, d), d = C / heads
         h = F.scaled_dot_product_attention(q, k, v)  # (B, heads, HW, d), scaled by 1/sqrt(d)
-        h = h.transpose(1, 2).reshape(B, H * W, C)  # (B, HW, C)
-        h = h.transpose(1, 2).unflatten(2, (H, W))  # (B, C, H, W), a channels_last view
-        return x + self.proj(h)  # the sum takes x's memory format
+        h = h.transpose(1, 2).reshape(B, H * W, C)  # (B, HW, C), a view when heads = 1
+        if x.is_contiguous():  # NCHW: project back to channels first, the layout of x
+            h = self.proj.forward_bcn(h.transpose(1, 2))  # (B, C, HW)
+        else:  # channels_last: stay positions first, a channels_last view of (B, C, H, W)
+            h = self.proj.forward_bnc(h).transpose(1, 2)  # (B, C, HW)
+        return x + h.unflatten(2, (H, W))  # (B, C, H, W)
 
 
 class ResAttnBlock(nn.Module):
