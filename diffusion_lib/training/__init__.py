@@ -14,12 +14,12 @@ from .checkpoint import (Checkpoint, CheckpointError, LoadedRun, latest_checkpoi
 from .config import DATASET_DEFAULTS, ConfigError, TrainConfig, resolve_config
 from .distributed import DistInfo, resolve_device
 from .ema import EMA, ema_decay_at
-from .engine import TrainingError, TrainResult, lr_at, train
+from .engine import TrainingError, TrainingInterrupted, TrainResult, lr_at, train
 from .sampling import generate, save_png, to_data_space
 
 __all__ = [
     "TrainConfig", "ConfigError", "DATASET_DEFAULTS", "resolve_config",
-    "train", "TrainResult", "TrainingError", "lr_at",
+    "train", "TrainResult", "TrainingError", "TrainingInterrupted", "lr_at",
     "EMA", "ema_decay_at",
     "Checkpoint", "CheckpointError", "save_checkpoint", "load_checkpoint", "latest_checkpoint",
     "list_checkpoints",
