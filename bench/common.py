@@ -65,21 +65,51 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def timed(fn, device: torch.device) -> float:
+def timed(fn, device: torch.device) -> dict[str, float]:
+    """Run fn once; return its wall time and this process's CPU time, in seconds.
+
+    On a shared machine, process time (all threads of this process) is the steadier CPU
+    measure: wall time also counts the time other programs held the cores.
+    """
     sync(device)
-    start = time.perf_counter()
+    wall, cpu = time.perf_counter(), time.process_time()
     fn()
     sync(device)
-    return time.perf_counter() - start
+    return {"wall": time.perf_counter() - wall, "process": time.process_time() - cpu}
 
 
-def alternate(candidates: dict, device: torch.device, windows: int) -> dict[str, list[float]]:
-    """Time each candidate's callable once per window, alternating, and return seconds."""
-    times: dict[str, list[float]] = {name: [] for name in candidates}
+def alternate(candidates: dict, device: torch.device, windows: int) -> dict[str, dict[str, list[float]]]:
+    """Time each candidate's callable once per window, alternating.
+
+    Returns ``{name: {"wall": [seconds per window], "process": [...]}}``.
+    """
+    times = {name: {"wall": [], "process": []} for name in candidates}
     for _ in range(windows):
         for name, fn in candidates.items():
-            times[name].append(timed(fn, device))
+            for clock, seconds in timed(fn, device).items():
+                times[name][clock].append(seconds)
     return times
+
+
+def pick_clock(name: str, device: torch.device) -> str:
+    """``auto``: process time on the CPU (steady on a shared machine), wall time on a GPU."""
+    if name == "auto":
+        return "wall" if device.type == "cuda" else "process"
+    return name
+
+
+def top_ops(fn, steps: int = 2, rows: int = 12) -> list[dict]:
+    """Profile ``steps`` calls of fn on the CPU: the ops with the most self CPU time and their
+    share of the total (torch.profiler), for the results JSON."""
+    from torch.profiler import ProfilerActivity, profile
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            fn()
+    events = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    total = sum(e.self_cpu_time_total for e in events)
+    events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
+    return [{"op": e.key, "share": e.self_cpu_time_total / total, "calls_per_step": e.count / steps,
+             "ms_per_step": e.self_cpu_time_total / 1e3 / steps} for e in events[:rows]]
 
 
 def median(xs):

@@ -19,8 +19,8 @@ import contextlib
 
 import torch
 
-from common import (DiffusersAsModel, alternate, diffusers_unet, median, pick_device, save,
-                    table)
+from common import (DiffusersAsModel, alternate, diffusers_unet, median, pick_clock, pick_device,
+                    save, table)
 from diffusion_lib import NoiseSchedule, ddim_sample_loop, ddim_timesteps
 from diffusion_lib.models import PRESETS, build_model
 
@@ -34,10 +34,13 @@ def main(argv=None):
     p.add_argument("--ddim-steps", default=None, help="comma-separated (CPU 10,20; GPU 10,20,50,100)")
     p.add_argument("--ddpm-cpu-steps", type=int, default=20)
     p.add_argument("--windows", type=int, default=3)
+    p.add_argument("--clock", choices=["auto", "wall", "process"], default="auto",
+                   help="auto: process time on the CPU (steady on a shared machine), wall on a GPU")
     p.add_argument("--no-diffusers", action="store_true")
     p.add_argument("--out-dir", default=None)
     a = p.parse_args(argv)
     device = pick_device(a.device)
+    clock = pick_clock(a.clock, device)
     gpu = device.type == "cuda"
     channels = a.channels or (PRESETS[a.preset].channels if gpu else 32)
     batches = [int(b) for b in (a.batches or ("16,512" if gpu else "16,64")).split(",")]
@@ -94,7 +97,7 @@ def main(argv=None):
             for fn in cands.values():     # warm-up
                 fn()
             times = alternate(cands, device, a.windows)
-            ips = {n: batch / (median(t) * scale) for n, t in times.items()}
+            ips = {n: batch / (median(t[clock]) * scale) for n, t in times.items()}
             row = {"sampler": f"{kind}-{steps}", "batch": batch, **{f"{n}_images_per_s": v for n, v in ips.items()}}
             if "diffusers" in ips:
                 row["ratio"] = ips["diffusion_lib"] / ips["diffusers"]
@@ -103,7 +106,7 @@ def main(argv=None):
             rows.append(row)
             print(row, flush=True)
     payload = {"preset": a.preset, "channels": channels, "device": str(device),
-               "precision": "bf16" if gpu else "fp32", "rows": rows}
+               "precision": "bf16" if gpu else "fp32", "clock": clock, "rows": rows}
     path = save("sample_throughput", payload, device, a.out_dir and __import__("pathlib").Path(a.out_dir))
     print(f"\nresults: {path}")
     print(f"sampling throughput: {a.preset} width {channels}, {device}")

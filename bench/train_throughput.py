@@ -6,7 +6,13 @@ process and each reports the median of several timed windows after a warm-up. On
 GPU the script also reports model FLOP utilisation (FLOPs per image counted with
 torch.utils.flop_counter, forward + backward) and peak memory.
 
-    python bench/train_throughput.py                 # CPU: preset at width 32, batch 8
+Timing: wall time and process time are both recorded per window; images/s uses process
+time on the CPU (``--clock auto``), steady when other programs share the cores, and wall
+time on a GPU. Run single-threaded on a busy CPU: ``OMP_NUM_THREADS=1``. On the CPU the
+script also profiles a few steps of each model and stores the ops with the most self time
+and their share (``--profile-steps 0`` to skip).
+
+    OMP_NUM_THREADS=1 python bench/train_throughput.py   # CPU: preset at width 32, batch 8
     python bench/train_throughput.py --device cuda   # GPU: ddpm-cifar10, batch 128, bf16
 """
 
@@ -15,11 +21,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import time
+from pathlib import Path
 
 import torch
 
 from common import (DiffusersAsModel, alternate, count_params, diffusers_unet, median,
-                    pick_device, save, sync, table)
+                    pick_clock, pick_device, save, sync, table, top_ops)
 from diffusion_lib import NoiseSchedule, l_simple
 from diffusion_lib.models import PRESETS, build_model
 
@@ -82,15 +89,21 @@ def main(argv=None):
     p.add_argument("--steps-per-window", type=int, default=None)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd models")
+    p.add_argument("--clock", choices=["auto", "wall", "process"], default="auto",
+                   help="auto: process time on the CPU (steady on a shared machine), wall on a GPU")
+    p.add_argument("--profile-steps", type=int, default=None,
+                   help="steps profiled per model for the top-ops table (CPU default 2, GPU 0)")
     p.add_argument("--no-diffusers", action="store_true")
     p.add_argument("--out-dir", default=None)
     a = p.parse_args(argv)
     device = pick_device(a.device)
+    clock = pick_clock(a.clock, device)
     gpu = device.type == "cuda"
     channels = a.channels or (PRESETS[a.preset].channels if gpu else 32)
     batch = a.batch or (128 if gpu else 8)
     precision = a.precision or ("bf16" if gpu else "fp32")
     spw = a.steps_per_window or (20 if gpu else 2)
+    profile_steps = a.profile_steps if a.profile_steps is not None else (0 if gpu else 2)
     if gpu:
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -131,24 +144,43 @@ def main(argv=None):
                       device, a.windows)
     rows = []
     for name in steps:
-        ips = batch * spw / median(times[name])
-        row = {"model": name, **info[name], "images_per_s": ips, "window_s": times[name]}
+        ips = batch * spw / median(times[name][clock])
+        row = {"model": name, **info[name], "images_per_s": ips,
+               "s_per_step": median(times[name][clock]) / spw,
+               "wall_s_per_step": median(times[name]["wall"]) / spw,
+               "process_s_per_step": median(times[name]["process"]) / spw,
+               "window_wall_s": times[name]["wall"], "window_process_s": times[name]["process"]}
         if gpu:
             row["mfu"] = ips * info[name]["gflop_per_image"] * 1e9 / H200_BF16_PEAK
         rows.append(row)
+    profiles = ({name: top_ops(step, profile_steps) for name, step in steps.items()}
+                if profile_steps else None)
     base = {r["model"]: r["images_per_s"] for r in rows}
     for r in rows:
         peer = "diffusers (compiled)" if "compiled" in r["model"] else "diffusers"
         if peer in base and r["model"].startswith("diffusion_lib"):
             r["ratio_vs_" + peer.replace(" ", "_")] = r["images_per_s"] / base[peer]
     payload = {"preset": a.preset, "channels": channels, "batch": batch, "precision": precision,
-               "device": str(device), "steps_per_window": spw, "windows": a.windows, "rows": rows,
+               "device": str(device), "steps_per_window": spw, "windows": a.windows, "clock": clock,
+               "threads": torch.get_num_threads(), "rows": rows,
                "flops_note": "per image, forward + backward, counted with torch.utils.flop_counter"}
-    path = save("train_throughput", payload, device, a.out_dir and __import__("pathlib").Path(a.out_dir))
-    cols = ["model", "params", "gflop_per_image", "images_per_s", "peak_memory_gib", "mfu",
+    out_dir = a.out_dir and Path(a.out_dir)
+    path = save("train_throughput", payload, device, out_dir)
+    if profiles:  # a section of its own: the book's performance page tabulates the other
+        save("train_profile", {"preset": a.preset, "channels": channels, "batch": batch,
+                               "threads": torch.get_num_threads(), "steps": profile_steps,
+                               "note": "self CPU time per op (torch.profiler), share of the total",
+                               "top_ops": profiles}, device, out_dir)
+    if profiles:
+        for name, ops in profiles.items():
+            print(f"\nprofile, {name} ({profile_steps} steps): top ops by self CPU time")
+            print(table([{"op": o["op"][:48], "share": round(o["share"], 3),
+                          "ms_per_step": o["ms_per_step"]} for o in ops], ["op", "share", "ms_per_step"]))
+    cols = ["model", "params", "gflop_per_image", "s_per_step", "images_per_s", "peak_memory_gib", "mfu",
             "ratio_vs_diffusers", "ratio_vs_diffusers_(compiled)", "compile_s"]
     print(f"\nresults: {path}")
-    print(f"training throughput: {a.preset} width {channels}, batch {batch}, {precision}, {device}")
+    print(f"training throughput: {a.preset} width {channels}, batch {batch}, {precision}, {device}, "
+          f"{torch.get_num_threads()} thread(s), {clock} time")
     print(table(rows, [c for c in cols if any(c in r for r in rows)]))
 
 
