@@ -21,7 +21,7 @@ distance to fresh data over its data-vs-data floor, 1 is perfect; ``energy_ratio
 classifier trained on the labels, over its real-data floor). Compute is reported as steps,
 examples seen and training process-seconds (CPU time on a CPU; the wall time on a GPU).
 
-    OMP_NUM_THREADS=1 python bench/quality_vs_compute.py        # CPU: ~8 CPU-minutes
+    OMP_NUM_THREADS=1 python bench/quality_vs_compute.py        # CPU: ~9 CPU-minutes
     python bench/quality_vs_compute.py --device cuda --toy-budgets 1000,3000 \\
         --image-dataset mnist --data-dir data --image-budgets 2000
 """
