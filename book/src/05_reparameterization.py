@@ -1,0 +1,286 @@
+# %% [markdown]
+# # Reparameterization
+#
+# Chapter 4 ended with a sampling instruction of a particular shape:
+# $x_t = \sqrt{\bar\alpha_t}\, x_0 + \sqrt{1-\bar\alpha_t}\, \bar\epsilon_t$, a mean plus a
+# standard deviation times standard Gaussian noise. Writing a Gaussian sample this way is
+# called the **reparameterization trick**. It is the device that lets a variational
+# autoencoder (VAE) learn through random sampling, and in a diffusion model it turns the
+# noise into an explicit variable that a network can be trained to predict. This chapter
+# shows the problem it solves, checks that it solves it, and connects it to both models.
+
+# %% COLAB_SETUP
+# %%
+import inspect
+
+import diffusion_lib as dl
+import matplotlib.pyplot as plt
+import torch
+from IPython.display import Code, display
+
+# %% tags=["parameters"]
+seed = 0              # every random draw in the chapter comes from this seed
+device = "cpu"        # "cuda" on a GPU runtime
+num_samples = 100000  # draws behind each Monte Carlo gradient estimate
+
+# %% tags=["hide-input"]
+# CHECK_FUNCTIONS
+check_parameter("seed", seed, int, lambda v: v >= 0, "a non-negative int")
+check_device(device)
+check_parameter("num_samples", num_samples, int, lambda v: v >= 100,
+                "an int >= 100")
+print(f"parameters ok: {seed=}, {device=}, {num_samples=}")
+
+# %% [markdown]
+# ## The problem: gradients of an expectation
+#
+# Many objectives in machine learning are expectations over a distribution that itself
+# depends on the parameters being learned. The simplest case: $z$ is Gaussian with a
+# mean $\mu$ and a standard deviation $\sigma$ we control, and we want to change them to
+# lower the average of some function $f$,
+#
+# $$
+# L(\mu, \sigma) = \mathbb{E}_{z \sim \mathcal{N}(\mu, \sigma^2)}\big[f(z)\big].
+# $$
+#
+# The expectation is usually intractable, so we estimate it by drawing samples
+# $z_1, \dots, z_N$ and averaging $f(z_i)$. To follow the gradient we would then like
+# autograd to differentiate that average with respect to $\mu$ and $\sigma$. Take
+# $f(z) = z^2$, for which everything is known exactly:
+# $L = \mu^2 + \sigma^2$, so $\partial L / \partial \mu = 2\mu$ and
+# $\partial L / \partial \sigma = 2\sigma$.
+#
+# Here is what happens if we simply draw the samples. PyTorch's distribution object
+# draws them without recording any computation graph, so there is nothing to
+# differentiate:
+
+# %%
+mu = torch.tensor(1.0, device=device, requires_grad=True)
+sigma = torch.tensor(0.5, device=device, requires_grad=True)
+print(f"exact: dL/dmu = 2 mu = {2 * mu.item():.2f}, "
+      f"dL/dsigma = 2 sigma = {2 * sigma.item():.2f}")
+
+z = torch.distributions.Normal(mu, sigma).sample((num_samples,))   # (N,)
+print("sample() records a graph:", z.grad_fn is not None)
+try:
+    (z**2).mean().backward()
+except RuntimeError as error:
+    print("backward() fails:")
+    print("   ", str(error).split("\n")[0])
+
+# %% [markdown]
+# `torch.normal` is worse in a way: it does record a graph node, but one that declares
+# the sample independent of its mean and standard deviation. Autograd then returns a
+# gradient without complaint, and the gradient is zero:
+
+# %%
+generator = torch.Generator(device=device).manual_seed(seed)
+N = num_samples
+z = torch.normal(mu.expand(N), sigma.expand(N), generator=generator)
+(z**2).mean().backward()
+print(f"torch.normal: dL/dmu = {mu.grad.item():.2f}, "
+      f"dL/dsigma = {sigma.grad.item():.2f}   (exact: 2.00, 1.00)")
+mu.grad, sigma.grad = None, None
+
+# %% [markdown]
+# Neither is a bug. A random draw is not a smooth function of $\mu$ and $\sigma$: the
+# sampler consumes random bits and returns a number, and nothing tells autograd how that
+# number would move if $\mu$ moved.
+#
+# ## The trick
+#
+# Move the randomness out of the way. Draw $\epsilon \sim \mathcal{N}(0, 1)$, which does
+# not depend on anything we learn, and *compute*
+#
+# $$
+# z = \mu + \sigma\, \epsilon .
+# $$
+#
+# This $z$ has exactly the distribution $\mathcal{N}(\mu, \sigma^2)$, but it is now an
+# ordinary differentiable function of $\mu$ and $\sigma$, with $\partial z / \partial \mu
+# = 1$ and $\partial z / \partial \sigma = \epsilon$. Because the distribution of
+# $\epsilon$ does not depend on the parameters, the gradient moves inside the
+# expectation:
+#
+# $$
+# \nabla_{\mu, \sigma}\, \mathbb{E}_{z \sim \mathcal{N}(\mu, \sigma^2)}[f(z)]
+# = \nabla_{\mu, \sigma}\, \mathbb{E}_{\epsilon \sim \mathcal{N}(0, 1)}[f(\mu + \sigma \epsilon)]
+# = \mathbb{E}_{\epsilon}\big[f'(\mu + \sigma\epsilon)\, (1,\ \epsilon)\big],
+# $$
+#
+# and the Monte Carlo average of $f(\mu + \sigma\epsilon_i)$ can be differentiated by
+# autograd like any other function. For vectors the same holds coordinate by coordinate,
+# $z = \mu + \sigma \odot \epsilon$ with $\epsilon \sim \mathcal{N}(0, \mathbf{I})$. In
+# `diffusion_lib` this is `reparameterize`, which the forward process uses to draw
+# its samples (`q_step`, `q_sample`):
+
+# %%
+display(Code(inspect.getsource(dl.reparameterize), language="python"))
+
+# %% [markdown]
+# ## Checking the gradients
+#
+# We draw $N$ values of $\epsilon$, build $z$ with `dl.reparameterize`, average
+# $f(z) = z^2$ and call `backward()`. The result is the mean of the per-sample gradients
+# $2 z_i$ (for $\mu$) and $2 z_i \epsilon_i$ (for $\sigma$), so its standard error is
+# their standard deviation over $\sqrt{N}$. We compare with the exact values $2\mu$ and
+# $2\sigma$, allowing five standard errors.
+
+# %%
+# the noise depends on neither mu nor sigma
+eps = torch.randn(N, generator=generator, device=device)       # (N,)
+z = dl.reparameterize(mu.expand(N), sigma, eps)                # (N,)
+print("reparameterized z records a graph:", z.grad_fn is not None)
+(z**2).mean().backward()
+
+z = z.detach()
+per_sample = {"mu": 2 * z, "sigma": 2 * z * eps}     # d f(z_i) / d parameter
+exact = {"mu": 2 * mu.item(), "sigma": 2 * sigma.item()}
+estimate = {"mu": mu.grad.item(), "sigma": sigma.grad.item()}
+standard_error = {name: (g.std() / N**0.5).item()
+                  for name, g in per_sample.items()}
+for name in ["mu", "sigma"]:
+    print(f"dL/d{name}: autograd {estimate[name]:.3f} "
+          f"+- {standard_error[name]:.3f}, exact {exact[name]:.2f}")
+
+# %% tags=["nbval-check-output"]
+for name in ["mu", "sigma"]:
+    ok = abs(estimate[name] - exact[name]) < 5 * standard_error[name]
+    print(f"dL/d{name} = 2 {name} = {exact[name]:.0f} "
+          f"within 5 standard errors: {ok}")
+    assert ok
+
+# %% [markdown]
+# The reparameterized gradient is not the only unbiased estimator. The older
+# *score-function* (or REINFORCE) estimator uses
+#
+# $$
+# \nabla_\mu \mathbb{E}[f(z)] =
+# \mathbb{E}[f(z)\, \nabla_\mu \log \mathcal{N}(z; \mu, \sigma^2)] =
+# \mathbb{E}[f(z)\,(z - \mu)/\sigma^2]
+# $$
+#
+# and never differentiates $f$. It is correct on
+# average, but its per-sample values scatter much more, so it needs many more samples
+# for the same accuracy. The figure shows both running averages for $\partial L /
+# \partial \mu$.
+
+# %% tags=["hide-input"] mystnb={"image": {"alt": "Running averages of two gradient estimators against the number of samples (log scale): reparameterization (solid) settles at the exact 2 mu within tens of samples, the score function (dashed) much later"}}
+m, s = mu.detach(), sigma.detach()
+score_function = z**2 * (z - m) / s**2                 # per sample, (N,)
+count = torch.arange(1, N + 1, device=device)
+running = {"reparameterization": per_sample["mu"].cumsum(0) / count,
+           "score function": score_function.cumsum(0) / count}
+fig, ax = plt.subplots(figsize=(6, 3.2))
+for (name, values), style in zip(running.items(), ["-", "--"]):
+    ax.plot(count.cpu(), values.cpu(), style, label=name)
+ax.axhline(exact["mu"], color="k", ls=":", label=r"exact $2\mu$")
+ax.set(xscale="log", ylim=(0, 4), xlabel="number of samples",
+       ylabel=r"estimate of $\partial L / \partial \mu$",
+       title="running Monte Carlo averages")
+ax.legend()
+fig.tight_layout()
+plt.show()
+ratio = (score_function.std() / per_sample["mu"].std()).item()
+print("standard deviation of the per-sample estimates, score function")
+print(f"    / reparameterization: {ratio:.1f}")
+
+# %% [markdown]
+# ## In a variational autoencoder
+#
+# The trick was popularized by the variational autoencoder of
+# {cite:t}`kingma2014autoencoding`. An encoder network with parameters $\phi$ maps an
+# input $x$ to the mean and standard deviation of a Gaussian over a latent code,
+# $q_\phi(z \mid x) = \mathcal{N}(z; \mu_\phi(x), \mathrm{diag}\, \sigma_\phi^2(x))$, and
+# the model is trained by maximizing
+#
+# $$
+# \mathbb{E}_{q_\phi(z \mid x)}\big[\log p_\theta(x \mid z)\big]
+# - \mathrm{KL}\big(q_\phi(z \mid x)\, \|\, p(z)\big),
+# \qquad z = \mu_\phi(x) + \sigma_\phi(x) \odot \epsilon,\ \ \epsilon \sim \mathcal{N}(0, \mathbf{I}).
+# $$
+#
+# The expectation depends on $\phi$ through the distribution of $z$, exactly the
+# situation above, and writing $z$ in reparameterized form is what lets the gradient
+# reach the encoder.
+#
+# ## In a diffusion model
+#
+# The closed form of chapter 4 is a reparameterized sample with mean
+# $\sqrt{\bar\alpha_t}\, x_0$ and standard deviation $\sqrt{1-\bar\alpha_t}$:
+#
+# $$
+# x_t = \sqrt{\bar\alpha_t}\, x_0 + \sqrt{1-\bar\alpha_t}\, \epsilon, \qquad \epsilon \sim \mathcal{N}(0, \mathbf{I}),
+# $$
+#
+# and `q_sample` is implemented with `reparameterize`. Given the same noise, the two
+# must return the same tensor:
+
+# %% tags=["nbval-check-output"]
+schedule = dl.NoiseSchedule.linear().to(device)
+digits = dl.load_dataset("digits", device=device)
+x0 = digits.get_batch(0, 16, seed=seed)         # (B, 1, 8, 8) in [-1, 1]
+t = 300                                         # the paper's t
+noise = torch.randn(x0.shape, generator=generator, device=device)
+x_t = dl.q_sample(schedule, x0, t - 1, noise=noise)
+mean = schedule.sqrt_alpha_bars[t - 1] * x0
+std = schedule.sqrt_one_minus_alpha_bars[t - 1]
+by_hand = dl.reparameterize(mean, std, noise)
+same = torch.equal(x_t, by_hand)
+print("q_sample(x0, t, noise) equals")
+print("    sqrt(alpha_bar_t) x0 + sqrt(1 - alpha_bar_t) noise:", same)
+assert same
+
+# %% [markdown]
+# Notice what the trick does *not* do here. In a VAE the distribution being sampled has
+# learnable parameters; the forward process of a DDPM has none (it is $q$, not
+# $q_\theta$), so no gradient has to pass through its sampling. The role of the trick in
+# diffusion is different: it makes the noise $\epsilon$ an explicit, known quantity. From
+# $x_0$ and $x_t$ it can be recovered exactly,
+#
+# $$
+# \epsilon = \frac{x_t - \sqrt{\bar\alpha_t}\, x_0}{\sqrt{1-\bar\alpha_t}},
+# $$
+#
+# and this is what {cite:t}`ho2020denoising` ask a network
+# $\epsilon_\theta(x_t, t)$ to predict from $x_t$ alone. Their simplified training loss
+# (Eq. 14) is a plain regression,
+#
+# $$
+# L_\text{simple}(\theta) = \mathbb{E}_{t, x_0, \epsilon}\Big[\big\| \epsilon -
+# \epsilon_\theta\big(\sqrt{\bar\alpha_t}\, x_0 + \sqrt{1-\bar\alpha_t}\, \epsilon,\ t\big)
+# \big\|^2\Big],
+# $$
+#
+# in which the noisy input is built by reparameterization and the gradient reaches
+# $\theta$ through the network only. Chapters 6 and 7 derive and train it. Two last
+# checks: the noise comes back from $x_t$, and, because $x_t$ is a differentiable function
+# of $x_0$, autograd finds $\partial x_t / \partial x_0 = \sqrt{\bar\alpha_t}$ in every
+# coordinate.
+
+# %% tags=["nbval-check-output"]
+sqrt_alpha_bar = schedule.sqrt_alpha_bars[t - 1]
+recovered = (x_t - sqrt_alpha_bar * x0) / std
+noise_ok = torch.allclose(recovered, noise, atol=1e-5)
+print("noise recovered from x_0 and x_t:", noise_ok)
+
+x0_leaf = x0.clone().requires_grad_(True)
+dl.q_sample(schedule, x0_leaf, t - 1, noise=noise).sum().backward()
+grad_ok = torch.allclose(x0_leaf.grad, sqrt_alpha_bar.expand_as(x0))
+print(f"d x_t / d x_0 = sqrt(alpha_bar_t) = {sqrt_alpha_bar.item():.3f} "
+      "everywhere:", grad_ok)
+assert noise_ok and grad_ok
+
+# %% [markdown]
+# ## Summary
+#
+# * Sampling $z \sim \mathcal{N}(\mu, \sigma^2)$ directly hides from autograd how $z$
+#   depends on $\mu$ and $\sigma$: no graph at all, or a gradient of zero.
+# * Writing $z = \mu + \sigma\epsilon$ with parameter-free noise $\epsilon$ makes $z$ a
+#   differentiable function of $\mu$ and $\sigma$; Monte Carlo gradients are then
+#   unbiased and, here, far less noisy than score-function ones.
+# * VAEs use it to train their encoder. Diffusion models use it to write
+#   $x_t = \sqrt{\bar\alpha_t}\, x_0 + \sqrt{1-\bar\alpha_t}\, \epsilon$, which makes the
+#   noise $\epsilon$ the regression target of training.
+#
+# This completes the forward process. The next chapter turns to the reverse process.

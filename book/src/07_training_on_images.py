@@ -1,0 +1,526 @@
+# %% [markdown]
+# # Training a DDPM on images
+#
+# Chapter 6 trained a small MLP to denoise 2-D points. Images need a network that
+# knows about space: neighbouring pixels belong together, and the same stroke can appear
+# anywhere in the picture. {cite:t}`ho2020denoising` use a U-Net, and this chapter trains
+# one with Algorithm 1, samples from it with Algorithm 2, watches the reverse process
+# turn noise into digits, and measures the result in two honest ways.
+#
+# The defaults train on scikit-learn's 8x8 handwritten `digits` for a couple of minutes
+# on one CPU core. The same notebook trains on MNIST or CIFAR-10 on a GPU: on Colab
+# choose *Runtime > Change runtime type > GPU*, then set in the parameters cell
+# `device = "cuda"`, `dataset = "mnist"` (or `"cifar10"`), `download = True` and a
+# larger `train_steps` and `batch_size`, or run
+# `papermill book/07_training_on_images.ipynb out.ipynb -f book/params/gpu.yml`.
+#
+# As in the earlier chapters, the math is 1-indexed ($t = 1, \dots, T$) and the library
+# is 0-indexed: the paper's step $t$ is the library's `t - 1`.
+
+# %% COLAB_SETUP
+# %%
+import inspect
+import math
+import time
+
+import diffusion_lib as dl
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from diffusion_lib import TrainConfig, build_model, load_dataset, train
+from diffusion_lib.metrics import extract_features, frechet_distance, train_feature_classifier
+from diffusion_lib.models import PRESETS, UNet, timestep_embedding
+from diffusion_lib.training import DATASET_DEFAULTS, EMA, ema_decay_at
+from diffusion_lib.training.sampling import image_grid
+from IPython.display import HTML, Code, Markdown, clear_output, display
+from matplotlib import animation
+from tqdm.auto import tqdm
+
+# %% tags=["parameters"]
+seed = 0               # every random draw in the chapter comes from this seed
+device = "cpu"         # "cuda" on a GPU runtime
+dataset = "digits"     # "digits" (bundled), "mnist", "fashion-mnist" or "cifar10"
+download = False       # let torchvision download mnist / cifar10 into ./data
+train_steps = 250      # optimizer steps (~1 min on one CPU core for digits)
+batch_size = 64        # images per step
+num_samples = 128      # samples behind the Frechet distance (at most 128 on a CPU)
+
+# %% tags=["hide-input"]
+# CHECK_FUNCTIONS
+check_parameter("seed", seed, int, lambda v: v >= 0, "a non-negative int")
+check_device(device)
+check_parameter("dataset", dataset, str,
+                lambda v: v in ("digits", "mnist", "fashion-mnist", "cifar10"),
+                '"digits", "mnist", "fashion-mnist" or "cifar10"')
+check_parameter("download", download, bool, lambda v: True, "True or False")
+check_parameter("train_steps", train_steps, int, lambda v: v >= 1, "an int >= 1")
+check_parameter("batch_size", batch_size, int, lambda v: v >= 1, "an int >= 1")
+check_parameter("num_samples", num_samples, int, lambda v: v >= 16, "an int >= 16")
+on_cpu = device == "cpu"
+fd_samples = min(num_samples, 128 if on_cpu else 2000)   # samples for the Frechet distance
+grid_samples = 16 if on_cpu else 64                      # images in the DDPM grid
+bound_images = 8 if on_cpu else 256                      # test images for bits/dim
+print(f"parameters ok: {seed=}, {device=}, {dataset=}, {download=}, {train_steps=}, "
+      f"{batch_size=}, {num_samples=}")
+
+# %% [markdown]
+# ## The data
+#
+# An 8-bit image with pixel values $u \in \{0, \dots, 255\}$ enters the model as
+# $x_0 = u / 127.5 - 1 \in [-1, 1]$ ({cite:t}`ho2020denoising`, Sec. 3.3): the same
+# scale as the noise $\mathcal{N}(0, \mathbf{I})$ that the forward process ends in, and
+# the scale that the discrete decoder of Eq. 13 (used for bits per dimension below)
+# assumes. `load_dataset` returns the images in this *training space*; `to_output` maps
+# back to `uint8` pixels. MNIST and CIFAR-10 are looked for in `./data` (with
+# `download = True`, torchvision fetches them there).
+
+# %%
+train_set = load_dataset(dataset, split="train", download=download, device=device)
+test_set = load_dataset(dataset, split="test", download=download, device=device)
+C, H, W = train_set.sample_shape
+print(f"{dataset}: {train_set.num_examples} training and {test_set.num_examples} test images "
+      f"of {C} x {H} x {W}")
+x0 = train_set.get_batch(0, 64, seed=seed)               # (64, C, H, W) in [-1, 1]
+pixels = train_set.to_output(x0)                         # (64, H, W, C) uint8
+
+# %% [markdown]
+# **Check.** Training space lies in $[-1, 1]$, and going to pixels and back is exact:
+
+# %% tags=["nbval-check-output"]
+round_trip = train_set.from_output(pixels).to(x0.device)
+print("x_0 in [-1, 1]:", bool(x0.min() >= -1 and x0.max() <= 1))
+print("u -> x_0 -> u is exact:", torch.equal(round_trip, x0))
+assert x0.min() >= -1 and x0.max() <= 1 and torch.equal(round_trip, x0)
+
+
+# %% tags=["hide-input"] mystnb={"image": {"alt": "A grid of 64 training images from the chosen dataset (by default 8x8 handwritten digits)"}}
+def show_grid(ax, images, title):
+    """A uint8 (N, H, W, C) batch as one picture, grey for one channel."""
+    grid = image_grid(images)
+    ax.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=255,
+              interpolation="nearest")
+    ax.set(title=title, xticks=[], yticks=[])
+
+
+fig, ax = plt.subplots(figsize=(4, 4))
+show_grid(ax, pixels, f"{dataset}: training images")
+plt.show()
+
+# %% [markdown]
+# ## The U-Net
+#
+# The network $\epsilon_\theta(x_t, t)$ takes a noisy image and a timestep and returns a
+# tensor of the image's shape: its guess of the noise. Ho et al. build it as a U-Net
+# {cite:p}`ronneberger2015unet`, in the Wide-ResNet form of PixelCNN++
+# {cite:p}`salimans2017pixelcnn`:
+#
+# * **down**: at each resolution a few *residual blocks* (GroupNorm
+#   {cite:p}`wu2018group`, SiLU, 3x3 convolution, twice, plus a skip connection), then
+#   a stride-2 convolution that halves the image;
+# * **middle**: residual block, self-attention over all positions, residual block;
+# * **up**: the mirror image, where every block also receives, concatenated to its
+#   input, the activation saved at the same point on the way down (the U's horizontal
+#   bars: fine detail does not have to pass through the coarsest level);
+# * **time**: $t$ is turned into a vector by the sinusoidal embedding of the
+#   Transformer {cite:p}`vaswani2017attention` and a small MLP, and added inside every
+#   residual block, so one network serves all $T$ noise levels;
+# * **attention** at the $16 \times 16$ resolution (for CIFAR-10), where it is cheap
+#   enough and lets distant parts of the image agree.
+#
+# The forward pass, with the shape of the activations on each line:
+
+# %%
+display(Code(inspect.getsource(UNet.forward), language="python"))
+
+# %% [markdown]
+# The sinusoidal embedding uses frequencies $\omega_i = 10000^{-2i/d}$ for
+# $i = 0, \dots, d/2 - 1$, and puts $\sin(\omega_i t)$ in the first half of the vector and
+# $\cos(\omega_i t)$ in the second. Fast frequencies tell nearby steps apart, slow ones
+# say roughly where in the process $t$ lies:
+
+# %%
+display(Code(inspect.getsource(timestep_embedding), language="python"))
+steps = torch.arange(1000)                               # 0-indexed, all T steps
+embedding = timestep_embedding(steps, 64)                # (T, 64)
+
+# %% [markdown]
+# **Check.** Each frequency contributes a sine and a cosine of the same angle, so
+# $\sin^2 + \cos^2 = 1$ for every pair, and distinct steps get distinct vectors:
+
+# %% tags=["nbval-check-output"]
+pairs = embedding[:, :32] ** 2 + embedding[:, 32:] ** 2   # (T, 32)
+gaps = torch.cdist(embedding, embedding) + torch.eye(1000) * 1e9
+print("sin^2 + cos^2 = 1 for every pair:", torch.allclose(pairs, torch.ones_like(pairs), atol=1e-5))
+print("smallest distance between two steps' embeddings > 0.1:", bool(gaps.min() > 0.1))
+assert torch.allclose(pairs, torch.ones_like(pairs), atol=1e-5) and gaps.min() > 0.1
+
+# %% tags=["hide-input"] mystnb={"image": {"alt": "The 64-entry timestep embedding against the step: the first rows of each half flip fast with t, the last rows change slowly"}}
+fig, ax = plt.subplots(figsize=(6, 3))
+shown = ax.imshow(embedding.T, aspect="auto", cmap="gray", interpolation="nearest")
+ax.set(xlabel="library step t (0-indexed)", ylabel="embedding entry",
+       title="sinusoidal timestep embedding: sines (top half), cosines (bottom half)")
+fig.colorbar(shown, ax=ax)
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# The library names a few configurations (`PRESETS`). `ddpm-cifar10` is the paper's
+# CIFAR-10 network; `ddpm-mnist` the same design at half the width; `digits` a small one
+# for 8x8 images on a CPU; `tiny` one for the library's tests. The table is computed by
+# building each network:
+
+# %%
+rows = ["| preset | image | widths per level | attention at | dropout | parameters |",
+        "|---|---|---|---|---|---:|"]
+counts = {}
+for name, config in PRESETS.items():
+    if not isinstance(config, dl.models.UNetConfig):
+        continue
+    counts[name] = sum(p.numel() for p in build_model(name).parameters())
+    widths = ", ".join(str(config.channels * m) for m in config.channel_mults)
+    rows.append(f"| `{name}` | {config.in_channels} x {config.image_size} x {config.image_size} | {widths} | "
+                f"{', '.join(map(str, config.attention_resolutions)) or '-'} | "
+                f"{config.dropout} | {counts[name]:,} |")
+display(Markdown("\n".join(rows)))
+
+# %% [markdown]
+# **Check.** The CIFAR-10 network has the 35.7 million parameters the paper reports
+# (Appendix B), and a network's output has the shape of its input:
+
+# %% tags=["nbval-check-output"]
+net = build_model("digits")
+out = net(torch.randn(4, 1, 8, 8), torch.tensor([0, 10, 500, 999]))
+print(f"ddpm-cifar10: {counts['ddpm-cifar10'] / 1e6:.1f}M parameters")
+print("eps_theta(x_t, t) has the shape of x_t:", tuple(out.shape) == (4, 1, 8, 8))
+assert round(counts["ddpm-cifar10"] / 1e5) == 357 and out.shape == (4, 1, 8, 8)
+
+# %% [markdown]
+# ## Training
+#
+# `train` runs Algorithm 1 (chapter 6) with the recipe of Ho et al.: Adam, a linear
+# learning-rate warm-up, gradient clipping at norm 1, and an exponential moving average
+# of the weights. Its defaults depend on the dataset; these are the rows for the image
+# datasets (`train_steps` and `batch_size` of this chapter replace `steps` and
+# `batch_size`):
+
+# %%
+keys = ["model", "model_overrides", "steps", "batch_size", "lr", "warmup_steps", "grad_clip",
+        "ema_decay"]
+rows = ["| dataset | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+for name in ["digits", "mnist", "cifar10"]:
+    rows.append(f"| `{name}` | " + " | ".join(f"{DATASET_DEFAULTS[name][k]}" for k in keys) + " |")
+display(Markdown("\n".join(rows)))
+
+# %% [markdown]
+# In Jupyter and Colab the run shows a live progress bar (tqdm): steps done out of
+# `train_steps`, the elapsed and remaining time, and, updated every few steps, the mean
+# loss and the training speed in images per second. On a GPU `img_s` is the number to
+# watch: it says whether the data pipeline or the network is the bottleneck, and how long
+# a longer run will take. The bar is a widget, which needs a running kernel, so when the
+# run ends the cell replaces it by its last state as text; that is what the web version
+# of the book shows (the times are those of the book's build).
+
+# %% tags=["nbval-ignore-output"]
+start = time.perf_counter()
+run = train(TrainConfig(dataset=dataset, download=download, steps=train_steps,
+                        batch_size=batch_size, seed=seed, device=device, out=None,
+                        progress=True))
+train_seconds = time.perf_counter() - start
+model, ema_model, schedule = run.model, run.ema_model, run.schedule
+clear_output()                                # the live bar, replaced by its last state:
+last_loss = float(np.mean(run.losses[-50:]))   # mean loss of the last 50 steps
+print(tqdm.format_meter(run.step, run.config.steps, train_seconds, prefix="training",
+                        unit="step", ncols=80,
+                        postfix=f"loss={last_loss:.3f}, "
+                                f"img_s={run.step * run.config.batch_size / train_seconds:.0f}"))
+print(f"{run.step} steps of {run.config.batch_size} images, {run.config.model!r} U-Net "
+      f"({sum(p.numel() for p in model.parameters()):,} parameters)")
+
+# %% tags=["hide-input"] mystnb={"image": {"alt": "Training loss against step on a log scale: noisy per-step values and their running mean, falling quickly and then slowly"}}
+fig, ax = plt.subplots(figsize=(5.5, 3.2))
+window = max(1, len(run.losses) // 20)
+smooth = np.convolve(run.losses, np.ones(window) / window, mode="valid")
+ax.plot(run.steps, run.losses, color="0.7", linestyle="-", linewidth=0.8, label="loss per step")
+ax.plot(run.steps[window - 1:], smooth, color="k", linestyle="--", label=f"mean of {window} steps")
+ax.set(yscale="log", xlabel="optimizer step", ylabel=r"$L_{\mathrm{simple}}$",
+       title="training loss")
+ax.legend()
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# $L_\text{simple}$ falls fast at first, as the network learns what any image looks like
+# under heavy noise, then slowly: the loss averages over all $t$, and at large $t$ no
+# network can predict the noise much better than a blur of the data would. The loss is
+# noisy because each step draws new images, timesteps and noise.
+#
+# ## The exponential moving average
+#
+# The samples do not come from the trained weights $\theta_k$ after the last step $k$
+# but from their exponential moving average (EMA),
+#
+# $$
+# \bar\theta_{k} = d_k\, \bar\theta_{k-1} + (1 - d_k)\, \theta_k ,
+# \qquad d_k = \min\Big(d,\ \frac{1 + k}{10 + k}\Big),
+# $$
+#
+# an average of the recent iterates with weights that decay geometrically, over roughly
+# the last $1 / (1 - d)$ steps. Stochastic gradient steps jitter around a good solution;
+# the average sits closer to its centre. Ho et al. use $d = 0.9999$ (an average over
+# ~10,000 steps) for runs of 800,000 steps. A short run must average over fewer steps,
+# or $\bar\theta$ would still be mostly the random initialisation: hence the warm-up
+# $\frac{1 + k}{10 + k}$, and the dataset's `ema_decay` (0.995 for digits: ~200 steps).
+# The update is one `lerp` over all parameters:
+
+# %%
+display(Code(inspect.getsource(EMA.update), language="python"))
+
+# %% [markdown]
+# **Check.** The warm-up starts at $d_0 = 0.1$ (the average is mostly the newest
+# weights) and reaches the long-run decay once $(1 + k) / (10 + k) \ge d$:
+
+# %% tags=["nbval-check-output"]
+decay = run.config.ema_decay
+k_full = math.ceil((10 * decay - 1) / (1 - decay))       # (1 + k) / (10 + k) >= d from here on
+print(f"d_0 = {ema_decay_at(0, decay):.3f}, d_80 = {ema_decay_at(80, decay):.3f}, "
+      f"d_{k_full} = {ema_decay_at(k_full, decay):.3f} (= d), "
+      f"d_{k_full - 1} < d: {ema_decay_at(k_full - 1, decay) < decay}")
+assert ema_decay_at(0, decay) == 0.1 and ema_decay_at(k_full, decay) == decay
+assert ema_decay_at(k_full - 1, decay) < decay
+
+# %% [markdown]
+# Same starting noise $x_T$, same sampler, two sets of weights: differences between the
+# two grids come from the weights alone. (The sampler here is DDIM with 50 steps,
+# chapter 8's fast sampler, to keep this cheap; the next section uses Algorithm 2.)
+
+# %% tags=["hide-input"] mystnb={"image": {"alt": "Two grids of generated images from the same starting noise: left from the last weights, right from their moving average"}}
+fig, axes = plt.subplots(1, 2, figsize=(7, 3.7))
+for ax, use_ema, title in [(axes[0], False, "last weights"), (axes[1], True, "EMA weights")]:
+    grid = run.sample(16, sampler="ddim", steps=50, seed=seed, use_ema=use_ema)
+    show_grid(ax, grid, title)
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# The effect of the average is measured with the Frechet distance at the end of the
+# chapter.
+#
+# ## Sampling: Algorithm 2
+#
+# `p_sample_loop` runs Algorithm 2 with the EMA network: $T = 1000$ steps from
+# $x_T \sim \mathcal{N}(0, \mathbf{I})$, each one network call. `clip_denoised=True`
+# clips the network's implied estimate of $x_0$ to the image range $[-1, 1]$ before
+# each step (images cannot leave it; chapter 6's points could). With
+# `return_trajectory=True` it also returns every intermediate $x_t$.
+
+# %%
+generator = torch.Generator(device=device).manual_seed(seed)
+start = time.perf_counter()
+with torch.no_grad():
+    trajectory = dl.p_sample_loop(schedule, ema_model, (grid_samples, C, H, W),
+                                  generator=generator, clip_denoised=True,
+                                  return_trajectory=True, progress=False)   # (T + 1, N, C, H, W)
+sample_seconds = time.perf_counter() - start
+samples = train_set.to_output(trajectory[-1])                               # (N, H, W, C) uint8
+print(f"trajectory: {tuple(trajectory.shape)}, entry i is x_(T - i) in the paper's numbering")
+
+# %% [markdown]
+# One network call per step makes sampling slow: on a CPU, drawing these few images costs
+# as much time as a good share of the training run (this build's times):
+
+# %% tags=["nbval-ignore-output"]
+step_seconds = train_seconds / run.step                                    # one training step
+print(f"sampling {grid_samples} images, {schedule.num_timesteps} network calls: "
+      f"{sample_seconds:.0f} s, the time of {sample_seconds / step_seconds:.0f} training steps")
+
+# %% tags=["hide-input"] mystnb={"image": {"alt": "Generated images (Algorithm 2, EMA network) next to real training images of the same dataset"}}
+fig, axes = plt.subplots(1, 2, figsize=(7, 3.7))
+show_grid(axes[0], samples, f"model samples (DDPM, T = {schedule.num_timesteps})")
+show_grid(axes[1], pixels[:grid_samples], "training images")
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# After the default few hundred CPU steps the samples have the strokes, contrast and
+# layout of digits, and a few are recognisable; more steps (a GPU, or the command line's
+# `python -m diffusion_lib train --dataset digits`, ~10 CPU minutes) make most of them
+# so. The next section puts numbers on this.
+#
+# ## The reverse process, animated
+#
+# The animation plays the trajectory above, from pure noise $x_T$ to the samples $x_0$
+# (press play; the slider moves through the frames). The frames are spaced more densely
+# near $t = 0$, where the images take shape: for most of the $T$ steps the picture is
+# noise, and the strokes appear in the last few hundred. (To be shown as pictures, the
+# values of $x_t$ outside $[-1, 1]$ are clipped.)
+
+# %%
+T = schedule.num_timesteps
+frame_t = sorted({round(T * f ** 2) for f in np.linspace(1, 0, 40)}, reverse=True)  # paper's t
+frames = [train_set.to_output(trajectory[T - t]) for t in frame_t]   # x_t as uint8 images
+
+fig, ax = plt.subplots(figsize=(3.5, 3.8))
+image = ax.imshow(image_grid(frames[0])[..., 0] if C == 1 else image_grid(frames[0]),
+                  cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+ax.set(xticks=[], yticks=[])
+
+
+def draw(i):
+    grid = image_grid(frames[i])
+    image.set_data(grid[..., 0] if C == 1 else grid)
+    ax.set_title(f"$x_t$ at t = {frame_t[i]}")
+    return [image]
+
+
+movie = animation.FuncAnimation(fig, draw, frames=len(frames), interval=150, blit=False)
+html = movie.to_jshtml(default_mode="once")
+plt.close(fig)
+display(HTML(f"<figure>{html}<figcaption>The reverse process on {grid_samples} images: "
+             f"Algorithm 2 from pure noise at t = {T} to samples at t = 0, in {len(frames)} "
+             "frames spaced more densely near t = 0. Press play, or step through the "
+             "frames.</figcaption></figure>"))
+
+# %% [markdown]
+# The same trajectory as a strip, for print:
+
+# %% tags=["hide-input"] mystnb={"image": {"alt": "The first generated image at seven steps of the reverse process: noise at t = 1000, a blurred shape by t = 100, a sharp image at t = 0"}}
+strip_t = [T, 750, 500, 250, 100, 50, 0]
+fig, axes = plt.subplots(1, len(strip_t), figsize=(8, 1.6))
+for ax, t in zip(axes, strip_t):
+    picture = train_set.to_output(trajectory[T - t, :1])[0]          # (H, W, C)
+    ax.imshow(picture[..., 0] if C == 1 else picture, cmap="gray", vmin=0, vmax=255,
+              interpolation="nearest")
+    ax.set(title=f"t = {t}", xticks=[], yticks=[])
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## Evaluation
+#
+# Looking at samples is necessary and not enough. Two numbers follow, each with a
+# reference point computed here rather than quoted.
+#
+# ### Bits per dimension
+#
+# The variational bound of chapter 6 (Eq. 5, with the discrete decoder of Eq. 13 for
+# $L_0$) bounds $-\log_2 p_\theta(x_0)$ of a test image from above. Divided by the
+# number of pixel values it is in *bits per dimension*, the unit of lossless
+# compression: a model that assigned every 8-bit value the same probability would need
+# exactly 8. {cite:t}`ho2020denoising` report $\le 3.70$ on CIFAR-10 (Table 2).
+# `variational_bound` estimates every term with one draw of $x_t$ per image (an
+# unbiased estimate of the bound), which costs $T$ network calls per batch of images, so
+# on a CPU we use a handful of test images and report the standard error.
+
+# %%
+x_test = test_set.get_batch(0, bound_images, seed=seed)               # (n, C, H, W)
+generator = torch.Generator(device=device).manual_seed(seed)
+with torch.no_grad():
+    bound = dl.variational_bound(schedule, ema_model.eval(), x_test, generator=generator)
+total = bound.total_bpd.double().cpu()                                # (n,)
+levels = len(np.unique(train_set.to_output(train_set.all_data())))
+print(f"bound on {len(total)} test images: {total.mean():.2f} +- "
+      f"{total.std() / len(total) ** 0.5:.2f} bits/dim")
+print(f"for reference: uniform over 256 values: 8.00 bits/dim; uniform over the "
+      f"{levels} grey levels that occur in the data: {math.log2(levels):.2f}")
+
+# %% [markdown]
+# **Check.** The total is the sum of its terms, $L_T + \sum_{t \ge 2} L_{t-1} + L_0$
+# (Eq. 5):
+
+# %% tags=["nbval-check-output"]
+summed = bound.prior_bpd + bound.terms_bpd.sum(1)
+print("total = L_T + sum of L_(t-1) + L_0:", torch.allclose(summed, bound.total_bpd, rtol=1e-4))
+assert torch.allclose(summed, bound.total_bpd, rtol=1e-4)
+
+# %% tags=["hide-input"] mystnb={"image": {"alt": "Terms of the variational bound per timestep on a log scale: the decoder term at t = 1 and the KL terms at small t are largest"}}
+terms = bound.terms_bpd.double().mean(0).cpu()                         # (T,) entry t: L_t
+fig, ax = plt.subplots(figsize=(5.5, 3.2))
+ax.plot(torch.arange(2, T + 1), terms[1:], "k-", label=r"$L_{t-1}$, KL terms")
+ax.plot([1], terms[:1], "ko", fillstyle="none", label=r"$L_0$, decoder")
+ax.set(xscale="log", yscale="log", xlabel="paper's $t$", ylabel="bits / dim",
+       title="terms of the bound, trained network")
+ax.legend()
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# The bits go where chapter 6's exact denoiser put them: into the first steps, where the
+# fine detail of an image is decided. The digits use only 17 grey levels, so even a
+# model that knew nothing but that would score $\log_2 17 \approx 4.09$ bits/dim; a
+# network trained for minutes sits above that, and a long run goes far below (these 8x8
+# images carry little information per pixel). For CIFAR-10 the paper's 3.70 bits/dim
+# needed 800,000 steps.
+#
+# ### A Frechet distance in classifier features
+#
+# The Frechet Inception Distance {cite:p}`heusel2017gans` compares generated and real
+# images through the features of a classifier: fit a Gaussian to each set of feature
+# vectors and compute the Frechet (2-Wasserstein) distance between the two Gaussians,
+#
+# $$
+# \mathrm{FD} = \lVert m_1 - m_2 \rVert^2 + \operatorname{tr}\big(\Sigma_1 + \Sigma_2
+# - 2\, (\Sigma_1 \Sigma_2)^{1/2}\big).
+# $$
+#
+# The Inception network is trained on 299x299 photographs, not on 8x8 digits, and its
+# weights would have to be downloaded; here a small CNN is trained on the dataset's own
+# labels for a few seconds (`train_feature_classifier`), and its penultimate layer gives
+# the features. Such a number is only comparable with itself, so we also compute its
+# **floor**: the distance between as many real training images and the test set. A
+# perfect model scores about the floor; the ratio says how far above it the samples are.
+
+# %%
+classifier, accuracy = train_feature_classifier(train_set, test_set, steps=150, seed=seed,
+                                                device=device)
+test_features = extract_features(classifier, test_set.all_data())
+real = train_set.get_batch(0, fd_samples, seed=seed + 1)              # (n, C, H, W)
+floor = frechet_distance(extract_features(classifier, real), test_features)
+scores = {}
+for label, use_ema in [("last weights", False), ("EMA weights", True)]:
+    generated = run.sample(fd_samples, sampler="ddim", steps=50, seed=seed, use_ema=use_ema)
+    features = extract_features(classifier, test_set.from_output(generated))
+    scores[label] = frechet_distance(features, test_features)
+
+# %% tags=["nbval-ignore-output"]
+print(f"feature classifier: {accuracy:.1%} accuracy on the {test_set.num_examples} test images")
+print(f"Frechet distance to the test set, {fd_samples} images each (DDIM, 50 steps):")
+print(f"  {fd_samples} real training images (floor): {floor:8.2f}")
+for label, score in scores.items():
+    print(f"  samples, {label:>12}:           {score:8.2f}   ({score / floor:.1f} x floor)")
+
+# %% [markdown]
+# The printed ratios are the honest summary of the run: samples that a classifier's
+# features could not tell from real digits would sit at $1\times$ the floor. With this
+# notebook's short CPU defaults the samples are still clearly above it, and the EMA
+# weights typically score better than the last ones (the average smooths out the jitter
+# of the last steps); longer training closes most of the gap. The floor itself is not zero: two finite samples of the same
+# distribution differ, and it grows as the sample size shrinks, which is why the
+# samples and the floor must use the same number of images.
+#
+# ## MNIST and CIFAR-10 on a GPU
+#
+# Nothing in this notebook is specific to `digits`. With `dataset = "mnist"` the
+# defaults above pick the `ddpm-mnist` U-Net of the presets table, and with `"cifar10"`
+# the paper's network; `book/params/gpu.yml` trains for 20,000 steps of 128 images, and
+# on a GPU the chapter also draws more samples for the grid (64) and the Frechet
+# distance (up to 2,000) and evaluates the bound on 256 test images. CIFAR-10 needs far
+# longer runs for good samples: the paper trained for 800,000 steps. For such runs the
+# command line writes checkpoints and resumes where it stopped:
+#
+# ```bash
+# python -m diffusion_lib train --dataset cifar10 --data-dir data --out runs/c10 --device cuda --precision bf16
+# python -m diffusion_lib evaluate --run runs/c10
+# ```
+#
+# ## Summary
+#
+# * The DDPM U-Net predicts $\epsilon$ from $(x_t, t)$: residual blocks with GroupNorm,
+#   attention at one resolution, skips from the way down to the way up, and the
+#   timestep added to every block through a sinusoidal embedding.
+# * Training is Algorithm 1 with Adam, warm-up, clipping and an EMA of the weights; the
+#   samples come from the EMA.
+# * Sampling is Algorithm 2: $T$ network calls per batch, from noise to images; the
+#   images appear in the last few hundred steps.
+# * Bits per dimension (a likelihood bound) and a Frechet distance in classifier
+#   features measure the model, each next to a reference that real data or a trivial
+#   model reaches.

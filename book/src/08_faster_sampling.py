@@ -1,0 +1,443 @@
+# %% [markdown]
+# # Faster sampling, and where to go next
+#
+# Algorithm 2 needs one network call per step, $T = 1000$ calls per sample: sampling the
+# 16 digits of chapter 7 took as long as about a hundred steps of training. This
+# chapter measures what happens when we take fewer steps, with the sampler of
+# *denoising diffusion implicit models* (DDIM, {cite:t}`song2021denoising`), which
+# reuses the network trained for DDPM unchanged. It then looks at what the network
+# predicts from another angle, the *score*, which connects DDPM with score-based models
+# and points to where the field went next.
+#
+# To measure sample quality without the noise of a particular training run, the
+# denoiser here is the exact one: for data drawn from a Gaussian mixture (chapter 6's
+# `8gaussians`), `GaussianMixtureOracle` computes $\mathbb{E}[\epsilon \mid x_t]$ in
+# closed form, the best any network could do. Whatever is lost below is lost by the
+# sampler, not by the network.
+#
+# As in the earlier chapters, the math is 1-indexed ($t = 1, \dots, T$) and the library
+# is 0-indexed: the paper's step $t$ is the library's `t - 1`.
+
+# %% COLAB_SETUP
+# %%
+import inspect
+import time
+
+import diffusion_lib as dl
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from diffusion_lib import build_model, load_dataset
+from diffusion_lib.metrics import toy_report
+from IPython.display import Code, Markdown, display
+
+# %% tags=["parameters"]
+seed = 0               # every random draw in the chapter comes from this seed
+device = "cpu"         # where the U-Net of the timing runs ("cuda" on a GPU runtime)
+num_samples = 2000     # samples per sampler setting (at most 5000 are used)
+
+# %% tags=["hide-input"]
+# CHECK_FUNCTIONS
+check_parameter("seed", seed, int, lambda v: v >= 0, "a non-negative int")
+check_device(device)
+check_parameter("num_samples", num_samples, int, lambda v: v >= 100, "an int >= 100")
+N = min(num_samples, 5000)
+print(f"parameters ok: {seed=}, {device=}, {num_samples=}")
+
+# %% [markdown]
+# The data and the exact denoiser, in the standardized space a network would see:
+
+# %%
+eight = load_dataset("8gaussians", split="test", seed=seed)
+mixture = eight.training_mixture                           # 8 isotropic bumps in 2-D
+schedule = dl.NoiseSchedule.linear()                       # T = 1000, as in DDPM
+oracle = dl.GaussianMixtureOracle(schedule, mixture)       # model(x_t, t) -> E[eps | x_t]
+T = schedule.num_timesteps
+print(f"{mixture.num_components} components, std {mixture.covariances[0, 0, 0] ** 0.5:.3f} "
+      f"each; T = {T}")
+
+# %% [markdown]
+# ## DDIM: the same marginals, another process
+#
+# The DDPM objective only ever uses the marginals $q(x_t \mid x_0) =
+# \mathcal{N}(\sqrt{\bar\alpha_t}\, x_0, (1 - \bar\alpha_t)\mathbf{I})$, never the
+# Markov chain that produced them. {cite:t}`song2021denoising` observe that many
+# processes share these marginals, most of them not Markov, and that each has its own
+# reverse step. Given a noise prediction $\hat\epsilon = \epsilon_\theta(x_t, t)$, first
+# estimate the data point (the closed form of chapter 4, solved for $x_0$),
+#
+# $$
+# \hat x_0 = \frac{x_t - \sqrt{1 - \bar\alpha_t}\,\hat\epsilon}{\sqrt{\bar\alpha_t}},
+# $$
+#
+# then jump to any earlier step $s < t$ by putting $\hat x_0$ back at the noise level
+# of step $s$ ({cite:t}`song2021denoising`, Eq. 12):
+#
+# $$
+# x_s = \sqrt{\bar\alpha_s}\,\hat x_0 + \sqrt{1 - \bar\alpha_s - \sigma_{t,s}^2}\;\hat\epsilon
+# + \sigma_{t,s}\, z, \qquad
+# \sigma_{t,s} = \eta \sqrt{\frac{1 - \bar\alpha_s}{1 - \bar\alpha_t}}
+# \sqrt{1 - \frac{\bar\alpha_t}{\bar\alpha_s}}, \qquad z \sim \mathcal{N}(0, \mathbf{I}),
+# $$
+#
+# with $\bar\alpha_0 = 1$ (so the last jump, to $s = 0$, returns $\hat x_0$). The middle
+# term reuses the predicted noise as the "direction pointing to $x_t$"; $\eta$ sets how
+# much fresh noise replaces it. Two choices of $\eta$ matter:
+#
+# * $\eta = 0$: no fresh noise. Sampling is a deterministic function of $x_T$, an
+#   *implicit* model, like a GAN's generator.
+# * $\eta = 1$ with every step ($s = t - 1$): $\sigma_{t,t-1}^2 = \tilde\beta_t$, the
+#   posterior variance of chapter 6, and the update is exactly DDPM's Algorithm 2.
+#
+# Because the step can jump from $t$ to any $s < t$, sampling can visit a short
+# increasing subsequence $\tau_1 < \dots < \tau_S$ of the $T$ steps: $S$ network calls
+# instead of $T$. The library's `ddim_step` is one jump, and `ddim_sample_loop` walks
+# a subsequence (by default `ddim_timesteps(T, S)`, evenly spaced):
+
+# %%
+display(Code(inspect.getsource(dl.ddim_step), language="python"))
+print("ddim_timesteps(1000, 10) =", dl.ddim_timesteps(T, 10))
+
+# %% [markdown]
+# **Check 1.** With the *true* noise in place of $\hat\epsilon$ and $\eta = 0$, a DDIM
+# jump from $x_t = \sqrt{\bar\alpha_t}\, x_0 + \sqrt{1 - \bar\alpha_t}\,\epsilon$ lands
+# on $\sqrt{\bar\alpha_s}\, x_0 + \sqrt{1 - \bar\alpha_s}\,\epsilon$: the same data
+# point and the same noise, at the noise level of step $s$. The jump moves along the
+# marginals. (In float64: at $t = T$ the division by $\sqrt{\bar\alpha_t} \approx 0.006$
+# magnifies float32 rounding to about $10^{-4}$.)
+
+# %% tags=["nbval-check-output"]
+schedule64 = dl.NoiseSchedule.linear(dtype=torch.float64)
+generator = torch.Generator().manual_seed(seed)
+x0 = mixture.sample(N, generator=generator)                             # (N, 2) float64
+noise = torch.randn(x0.shape, generator=generator, dtype=torch.float64)
+ok = True
+for t, s in [(1000, 500), (500, 100), (100, 1), (1000, 1)]:             # the paper's steps
+    t_lib, s_lib = torch.full((N,), t - 1), torch.full((N,), s - 1)
+    x_t = dl.q_sample(schedule64, x0, t_lib, noise)
+    jumped = dl.ddim_step(schedule64, noise, x_t, t_lib, s_lib, eta=0.0)
+    ok = ok and torch.allclose(jumped, dl.q_sample(schedule64, x0, s_lib, noise), atol=1e-10)
+print("DDIM with the true noise follows q(x_s | x_0):", ok)
+assert ok
+
+# %% [markdown]
+# **Check 2.** DDIM with $\eta = 1$ on all $T$ steps and DDPM's `p_sample_loop`, fed the
+# same random numbers, produce the same samples (in float64, up to rounding):
+
+# %% tags=["nbval-check-output"]
+n_check = 200
+oracle64 = dl.GaussianMixtureOracle(schedule64, mixture)
+ddpm = dl.p_sample_loop(schedule64, oracle64, (n_check, 2), progress=False,
+                        generator=torch.Generator().manual_seed(seed))
+ddim_full = dl.ddim_sample_loop(schedule64, oracle64, (n_check, 2), num_steps=T, eta=1.0,
+                                progress=False, generator=torch.Generator().manual_seed(seed))
+print("DDIM(eta = 1, all steps) == DDPM:", torch.allclose(ddpm, ddim_full, atol=1e-10))
+assert torch.allclose(ddpm, ddim_full, atol=1e-10)
+
+# %% [markdown]
+# **Check 3.** With $\eta = 0$ the sampler draws no random numbers after $x_T$: two runs
+# from the same $x_T$ agree exactly, whatever generator they are handed.
+
+# %% tags=["nbval-check-output"]
+x_T = torch.randn(n_check, 2, generator=torch.Generator().manual_seed(seed))
+runs = [dl.ddim_sample_loop(schedule, oracle, x_T=x_T, num_steps=20, eta=0.0, progress=False,
+                            generator=torch.Generator().manual_seed(s)) for s in (1, 2)]
+print("eta = 0 is deterministic given x_T:", torch.equal(runs[0], runs[1]))
+assert torch.equal(runs[0], runs[1])
+
+# %% [markdown]
+# ## Quality against the number of steps
+#
+# For each number of steps $S$ we draw `N` samples with DDIM at $\eta = 0$ and
+# $\eta = 1$ and score them with `toy_report` (chapter 6). The headline number is
+# $\mathrm{KL}(p_\text{data} \,\Vert\, q_\text{samples})$: the exact log density of the
+# data against that of a Gaussian mixture fitted to the samples, averaged over data
+# points. Its **floor** is what a fresh sample of real data scores (the fit is not
+# perfect at finite `N`). We also count the share of samples that land on one of the
+# eight bumps (within 3 of its standard deviations); for real data it is
+# $1 - e^{-9/2} \approx 98.9\%$, since a 2-D Gaussian puts 1.1% of its mass further out.
+
+# %%
+step_counts = [2, 5, 10, 20, 50, 100, 200, 1000]
+results = {}                                  # (eta, S) -> report
+sampling_seconds = {}
+for eta in (0.0, 1.0):
+    for S in step_counts:
+        start = time.perf_counter()
+        x = dl.ddim_sample_loop(schedule, oracle, (N, 2), num_steps=S, eta=eta, progress=False,
+                                generator=torch.Generator().manual_seed(seed))
+        sampling_seconds[eta, S] = time.perf_counter() - start
+        results[eta, S] = toy_report(eight.to_output(x), eight, seed=seed)
+        if S in (5, 20, 1000):
+            results[eta, S]["points"] = x
+kl_floor = results[0.0, 1000]["kl_floor"]
+
+# %% tags=["nbval-ignore-output"]
+rows = ["| steps $S$ | KL, $\\eta = 0$ | KL, $\\eta = 1$ | on a bump, $\\eta = 0$ | "
+        "on a bump, $\\eta = 1$ |", "|---:|---:|---:|---:|---:|"]
+def kl_text(kl):
+    """No exponents: 4,334 rather than 4.33e+03; three significant digits below 1000."""
+    return f"{kl:,.0f}" if kl >= 1000 else f"{kl:.3g}"
+
+
+for S in step_counts:
+    a, b = results[0.0, S], results[1.0, S]
+    rows.append(f"| {S} | {kl_text(a['kl'])} | {kl_text(b['kl'])} | "
+                f"{a['in_mode_fraction']:.1%} | {b['in_mode_fraction']:.1%} |")
+data_in_mode = 1 - np.exp(-3 ** 2 / 2)        # a 2-D Gaussian within 3 std of its mean
+rows.append(f"| data (floor) | {kl_text(kl_floor)} | {kl_text(kl_floor)} | "
+            f"{data_in_mode:.1%} | {data_in_mode:.1%} |")
+display(Markdown("\n".join(rows)))
+
+# %% [markdown]
+# **Check.** With all $T$ steps both samplers reach the data's own level, within a few
+# times the floor's statistical noise; with 5 steps neither does:
+
+# %% tags=["nbval-check-output"]
+full_ok = all(results[eta, T]["kl"] < kl_floor + 0.05 for eta in (0.0, 1.0))
+few_bad = all(results[eta, 5]["kl"] > 10 * kl_floor for eta in (0.0, 1.0))
+print("1000 steps: KL within 0.05 nats of the floor:", full_ok)
+print("5 steps: KL more than 10x the floor:", few_bad)
+assert full_ok and few_bad
+
+# %% tags=["hide-input"] mystnb={"image": {"alt": "KL divergence against the number of sampling steps, log-log: both samplers fall towards the data floor, eta = 0 lower at few steps"}}
+fig, ax = plt.subplots(figsize=(6, 3.6))
+for eta, style, marker in [(0.0, "-", "o"), (1.0, "--", "s")]:
+    ax.plot(step_counts, [results[eta, S]["kl"] for S in step_counts], linestyle=style,
+            marker=marker, color="k", fillstyle="none", label=fr"DDIM, $\eta = {eta:g}$")
+ax.axhline(kl_floor, color="0.5", linestyle=":", label="real data (floor)")
+ax.set(xscale="log", yscale="log", xlabel="sampling steps $S$ (network calls)",
+       ylabel=r"KL$(p_\mathrm{data} \Vert q)$, nats", title="quality against steps, exact denoiser")
+ax.legend()
+fig.tight_layout()
+plt.show()
+
+# %% tags=["hide-input"] mystnb={"image": {"alt": "Samples at 5, 20 and 1000 steps for eta = 0 (top) and eta = 1 (bottom): a filled disc at 5 steps, eight sharp bumps at 1000"}}
+fig, axes = plt.subplots(2, 3, figsize=(8, 5.6), sharex=True, sharey=True)
+for row, eta in enumerate((0.0, 1.0)):
+    for col, S in enumerate((5, 20, 1000)):
+        points = results[eta, S]["points"]
+        axes[row, col].scatter(points[:, 0], points[:, 1], s=1, color="k", alpha=0.4)
+        axes[row, col].set(title=fr"$\eta = {eta:g}$, {S} steps", aspect="equal",
+                           xlim=(-2.2, 2.2), ylim=(-2.2, 2.2))
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# Three things to read off. With very few steps both samplers fail the same way: each
+# jump replaces $x_t$ by a blend of $\hat x_0 = \mathbb{E}[x_0 \mid x_t]$, and at high
+# noise that conditional mean lies *between* the bumps, so the samples end up spread
+# over a disc. From 10 steps on, the deterministic sampler ($\eta = 0$) has the lower
+# KL at the same cost, two to three times lower from 20 to 200 steps: fresh noise
+# injected at a coarse step has too few later steps to be removed. (The share on a bump
+# does not show this: it is high for both, and the KL also sees how wide the bumps are
+# and how the samples split between them.) With all steps, both are at the data's own
+# level: DDPM was never wrong, only slow.
+#
+# The spacing of the subsequence matters too. `ddim_sample_loop` takes any increasing
+# `timesteps`; {cite:t}`song2021denoising` also use a *quadratic* spacing, dense near
+# $t = 0$ where the details are decided:
+
+# %%
+rows = ["| steps $S$ | KL, uniform | KL, quadratic |", "|---:|---:|---:|"]
+quadratic_kl = {}
+for S in (5, 10, 20, 50):
+    taus = np.unique(np.round((T - 1) * np.linspace(0, 1, S) ** 2).astype(int)).tolist()
+    x = dl.ddim_sample_loop(schedule, oracle, (N, 2), timesteps=taus, eta=0.0, progress=False,
+                            generator=torch.Generator().manual_seed(seed))
+    quadratic_kl[len(taus)] = toy_report(eight.to_output(x), eight, seed=seed)["kl"]
+    rows.append(f"| {S} ({len(taus)} distinct) | {results[0.0, S]['kl']:.3g} | "
+                f"{quadratic_kl[len(taus)]:.3g} |")
+print("quadratic, 10 steps:", np.unique(np.round((T - 1) * np.linspace(0, 1, 10) ** 2)
+                                       .astype(int)).tolist())
+
+# %% tags=["nbval-ignore-output"]
+display(Markdown("\n".join(rows)))
+
+# %% [markdown]
+# On this data the quadratic spacing wins at every budget: small, sharp bumps are
+# exactly the detail that the last, low-noise steps resolve. (For natural images the
+# DDIM paper found quadratic better on CIFAR-10 and uniform on others; it is a choice
+# to measure, not a law.)
+#
+# ## Time per sample
+#
+# With the oracle, a step costs almost nothing; with a real network, each step is one
+# forward pass, and the time per sample is the number of steps times the cost of a
+# call. We time the chapter 7 U-Net for 8x8 digits (untrained: the cost does not depend
+# on the weights) on `device`, one batch of 64 images:
+
+# %%
+net = build_model("digits").to(device).eval()
+x = torch.randn(64, 1, 8, 8, device=device)
+t = torch.full((64,), T - 1, device=device)
+with torch.no_grad():
+    for _ in range(3):                                       # warm-up
+        net(x, t)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(20):
+        net(x, t)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+call_seconds = (time.perf_counter() - start) / 20
+per_image = call_seconds / 64                              # seconds per image per step
+
+# %% tags=["nbval-ignore-output"]
+print(f"one call of the digits U-Net on 64 images ({device}): {call_seconds * 1e3:.0f} ms")
+for S in (10, 50, 100, 1000):
+    print(f"  {S:5d} steps: {S * per_image * 1e3:8.1f} ms per image, "
+          f"{S * call_seconds:6.1f} s for a grid of 64")
+
+# %% tags=["hide-input"] mystnb={"image": {"alt": "KL against sampling time per image for the digits U-Net on this machine, log-log: quality improves with time up to the DDPM cost"}}
+fig, ax = plt.subplots(figsize=(6, 3.6))
+for eta, style, marker in [(0.0, "-", "o"), (1.0, "--", "s")]:
+    ax.plot([S * per_image * 1e3 for S in step_counts],
+            [results[eta, S]["kl"] for S in step_counts], linestyle=style, marker=marker,
+            color="k", fillstyle="none", label=fr"DDIM, $\eta = {eta:g}$")
+ax.axhline(kl_floor, color="0.5", linestyle=":", label="real data (floor)")
+ax.set(xscale="log", yscale="log", xlabel="ms per image (digits U-Net, this machine)",
+       ylabel=r"KL$(p_\mathrm{data} \Vert q)$, nats", title="quality against time")
+ax.legend()
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# The curve is the one of the steps, stretched by the cost of a call: time per sample
+# is proportional to the number of steps, so DDIM with 50 steps costs a twentieth of
+# DDPM's time, for the quality in the table above. A larger network multiplies every
+# point by the same factor; the `bench/` scripts (see the performance appendix) measure
+# the sampling throughput of the CIFAR-10 network on real hardware.
+#
+# ## The score view
+#
+# What does $\epsilon_\theta$ estimate? Write the noised data's density as
+# $p_t(x_t) = \int q(x_t \mid x_0)\, p(x_0)\, dx_0$. The gradient of the log of the
+# Gaussian $q(x_t \mid x_0)$ is
+#
+# $$
+# \nabla_{x_t} \log q(x_t \mid x_0) = -\frac{x_t - \sqrt{\bar\alpha_t}\, x_0}{1 - \bar\alpha_t}
+# = -\frac{\epsilon}{\sqrt{1 - \bar\alpha_t}},
+# $$
+#
+# and differentiating under the integral gives
+#
+# $$
+# \nabla \log p_t(x_t) = \mathbb{E}[\nabla_{x_t} \log q(x_t \mid x_0) \mid x_t].
+# $$
+#
+# So the best noise predictor, the minimiser of $L_\text{simple}$, is a scaled *score*
+# (the gradient of the log density) of the noised data {cite:p}`vincent2011connection`:
+#
+# $$
+# \epsilon^*(x_t, t) = \mathbb{E}[\epsilon \mid x_t]
+# = -\sqrt{1 - \bar\alpha_t}\; \nabla_{x_t} \log p_t(x_t).
+# $$
+#
+# Equivalently, by Tweedie's formula {cite:p}`efron2011tweedie`,
+#
+# $$
+# \mathbb{E}[x_0 \mid x_t] = \frac{x_t + (1 - \bar\alpha_t)\, \nabla \log p_t(x_t)}{\sqrt{\bar\alpha_t}},
+# $$
+#
+# the $\hat x_0$ of DDIM. A network trained on $L_\text{simple}$ is a score estimator.
+#
+# **Check 1.** For the mixture, $p_t$ is known in closed form (`mixture.noised`, chapter
+# 4), so its score can be taken by automatic differentiation of the log density,
+# independently of the oracle's formula, and compared with the oracle's noise
+# prediction (both in float64):
+
+# %% tags=["nbval-check-output"]
+generator = torch.Generator().manual_seed(seed)
+worst = 0.0
+for t in [1, 10, 100, 500, 1000]:                                     # the paper's t
+    ab = schedule64.alpha_bars[t - 1]
+    p_t = mixture.noised(ab.sqrt(), 1 - ab)                            # law of x_t
+    x_t = p_t.sample(500, generator=generator).requires_grad_(True)    # (500, 2) float64
+    score = torch.autograd.grad(p_t.log_prob(x_t).sum(), x_t)[0]       # grad log p_t
+    eps = oracle64(x_t.detach(), torch.full((500,), t - 1))            # E[eps | x_t]
+    gap = (eps + (1 - ab).sqrt() * score).abs().max().item()
+    worst = max(worst, gap / eps.abs().max().item())
+print("eps* = -sqrt(1 - alpha_bar_t) * grad log p_t, relative error < 1e-6:", worst < 1e-6)
+assert worst < 1e-6
+
+# %% [markdown]
+# **Check 2.** $\mathbb{E}[\epsilon \mid x_t]$ is a conditional mean, so its error
+# $\epsilon - \epsilon^*(x_t)$ averages to zero and is uncorrelated with $x_t$. Over
+# fresh pairs $(x_0, \epsilon)$, within five standard errors:
+
+# %% tags=["nbval-check-output"]
+generator = torch.Generator().manual_seed(seed + 1)
+ok = True
+for t in [10, 100, 500]:
+    t_lib = torch.full((N,), t - 1)
+    x0 = mixture.sample(N, generator=generator)                         # (N, 2) float64
+    noise = torch.randn(x0.shape, generator=generator, dtype=torch.float64)
+    x_t = dl.q_sample(schedule, x0, t_lib, noise)
+    residual = noise - oracle(x_t, t_lib)                               # (N, 2)
+    for stat in (residual, residual * (x_t - x_t.mean(0))):             # mean, covariance
+        se = stat.std(0) / N ** 0.5
+        ok = ok and bool((stat.mean(0).abs() < 5 * se).all())
+print("residual has mean 0 and no correlation with x_t:", ok)
+assert ok
+
+# %% tags=["hide-input"] mystnb={"image": {"alt": "The score field of the noised data at three noise levels: arrows point to the eight bumps at small t, to their circle at t = 200, to the origin at large t"}}
+grid = torch.linspace(-2, 2, 11, dtype=torch.float64)
+gx, gy = torch.meshgrid(grid, grid, indexing="xy")
+points = torch.stack([gx.flatten(), gy.flatten()], 1)                    # (121, 2)
+fig, axes = plt.subplots(1, 3, figsize=(9, 3.6), sharey=True)
+for ax, t in zip(axes, [20, 200, 800]):
+    score = oracle.score(points, torch.full((len(points),), t - 1))      # (121, 2)
+    direction = score / score.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    ax.scatter(mixture.means[:, 0], mixture.means[:, 1], s=90, marker="o", linewidths=1.5,
+               facecolors="none", edgecolors="0.45")
+    ax.quiver(points[:, 0], points[:, 1], direction[:, 0], direction[:, 1], color="k",
+              angles="xy", scale=14, width=0.008)
+    ax.set(title=f"t = {t}", aspect="equal", xlim=(-2.3, 2.3), ylim=(-2.3, 2.3))
+fig.suptitle(r"direction of $\nabla \log p_t$ (arrows) and the eight means (circles)")
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# At small $t$ the arrows point to the nearest bump; at $t = 200$ to the circle on
+# which the bumps lie, whose blur $p_t$ now is; at large $t$, where $p_t$ is nearly a
+# single Gaussian, they all point to the centre. Sampling follows these arrows
+# from a large $t$ down to a small one. In this view DDPM's Algorithm 2 is a noisy
+# gradient ascent on $\log p_t$ with a shrinking $t$, close to the annealed Langevin
+# dynamics of score-based models {cite:p}`song2019generative`, and DDIM with
+# $\eta = 0$ follows an ordinary differential equation whose solutions carry $p_T$ to
+# $p_0$, the *probability flow* of {cite:t}`song2021scorebased`. Both are ways of solving
+# the same reverse-time equation; the solver and its step sizes decide how many network
+# calls a good sample costs.
+#
+# ## Where to go next
+#
+# * **One framework, three readings.** {cite:t}`luo2022understanding` derives
+#   diffusion models as hierarchical variational autoencoders, then shows that
+#   predicting $x_0$, predicting $\epsilon$ and predicting the score are the same
+#   model with different weightings, the thread of chapters 6 and 8. It is the
+#   natural next read after this book.
+# * **Better samplers.** Higher-order ODE solvers sample in 10-20 steps: DPM-Solver
+#   {cite:p}`lu2022dpmsolver` and the Heun sampler of {cite:t}`karras2022elucidating`,
+#   which also untangles the design choices (noise levels, preconditioning, loss
+#   weights). Distillation trains a student to take two steps in one, repeatedly
+#   {cite:p}`salimans2022progressive`.
+# * **Better likelihoods and schedules.** Learned reverse variances and the cosine
+#   schedule {cite:p}`nichol2021improved` (the library has `NoiseSchedule.cosine`).
+# * **Conditioning and guidance.** Class- or text-conditional models, steered at
+#   sampling time by classifier-free guidance {cite:p}`ho2022classifierfree`.
+# * **Scale.** Running the diffusion in the latent space of an autoencoder makes
+#   high-resolution images affordable {cite:p}`rombach2022high`.
+#
+# ## Summary
+#
+# * DDIM keeps DDPM's marginals and network and changes the reverse process: a jump
+#   from $t$ to any $s < t$ through $\hat x_0$ and $\hat\epsilon$ (Eq. 12), with
+#   $\eta$ setting the fresh noise; $\eta = 1$ on every step is DDPM (checked above).
+# * With the exact denoiser, quality against steps was measured: DDIM at $\eta = 0$
+#   with 100-200 steps comes within a few hundredths of a nat of 1000-step DDPM, and
+#   quadratically spaced steps get as close with 50 steps on this data. Time per sample is steps times the cost of a network call.
+# * The noise predictor is a scaled score, $\epsilon^* = -\sqrt{1 - \bar\alpha_t}\,
+#   \nabla \log p_t$ (checked against automatic differentiation of the exact density),
+#   which links DDPM to score-based models and ODE samplers.
