@@ -167,5 +167,23 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def add_run_arguments(p) -> None:
+    """The options every throughput script shares: clock, peer on/off, output folder."""
+    p.add_argument("--clock", choices=["auto", "wall", "process"], default="auto",
+                   help="auto: process time on the CPU (steady on a shared machine), wall on a GPU")
+    p.add_argument("--no-diffusers", action="store_true")
+    p.add_argument("--out-dir", default=None)
+
+
+def resolve_run(a) -> tuple[torch.device, str, bool, int]:
+    """device, clock, on-GPU flag and U-Net width from the parsed --device/--clock/--preset/
+    --channels options (width: the preset's on a GPU, 32 on the CPU)."""
+    from diffusion_lib.models import PRESETS
+    device = pick_device(a.device)
+    gpu = device.type == "cuda"
+    return device, pick_clock(a.clock, device), gpu, a.channels or (
+        PRESETS[a.preset].channels if gpu else 32)
+
+
 def count_params(model) -> int:
     return sum(p.numel() for p in model.parameters())

@@ -19,10 +19,10 @@ import contextlib
 
 import torch
 
-from common import (DiffusersAsModel, alternate, diffusers_unet, median, pick_clock, pick_device,
-                    save, table)
+from common import (DiffusersAsModel, add_run_arguments, alternate, diffusers_unet, median,
+                    resolve_run, save, table)
 from diffusion_lib import NoiseSchedule, ddim_sample_loop, ddim_timesteps
-from diffusion_lib.models import PRESETS, build_model
+from diffusion_lib.models import build_model
 
 
 def main(argv=None):
@@ -34,15 +34,9 @@ def main(argv=None):
     p.add_argument("--ddim-steps", default=None, help="comma-separated (CPU 10,20; GPU 10,20,50,100)")
     p.add_argument("--ddpm-cpu-steps", type=int, default=20)
     p.add_argument("--windows", type=int, default=3)
-    p.add_argument("--clock", choices=["auto", "wall", "process"], default="auto",
-                   help="auto: process time on the CPU (steady on a shared machine), wall on a GPU")
-    p.add_argument("--no-diffusers", action="store_true")
-    p.add_argument("--out-dir", default=None)
+    add_run_arguments(p)
     a = p.parse_args(argv)
-    device = pick_device(a.device)
-    clock = pick_clock(a.clock, device)
-    gpu = device.type == "cuda"
-    channels = a.channels or (PRESETS[a.preset].channels if gpu else 32)
+    device, clock, gpu, channels = resolve_run(a)
     batches = [int(b) for b in (a.batches or ("16,512" if gpu else "16,64")).split(",")]
     ddim_steps = [int(s) for s in (a.ddim_steps or ("10,20,50,100" if gpu else "10,20")).split(",")]
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if gpu else contextlib.nullcontext

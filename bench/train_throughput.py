@@ -25,10 +25,10 @@ from pathlib import Path
 
 import torch
 
-from common import (DiffusersAsModel, alternate, count_params, diffusers_unet, median,
-                    pick_clock, pick_device, save, sync, table, top_ops)
+from common import (DiffusersAsModel, add_run_arguments, alternate, count_params,
+                    diffusers_unet, median, resolve_run, save, sync, table, top_ops)
 from diffusion_lib import NoiseSchedule, l_simple
-from diffusion_lib.models import PRESETS, build_model
+from diffusion_lib.models import build_model
 
 H200_BF16_PEAK = 790e12   # dense bf16 FLOP/s of one H200 (vendor figure)
 
@@ -89,17 +89,11 @@ def main(argv=None):
     p.add_argument("--steps-per-window", type=int, default=None)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--compile", action="store_true", help="also time torch.compile'd models")
-    p.add_argument("--clock", choices=["auto", "wall", "process"], default="auto",
-                   help="auto: process time on the CPU (steady on a shared machine), wall on a GPU")
     p.add_argument("--profile-steps", type=int, default=None,
                    help="steps profiled per model for the top-ops table (CPU default 2, GPU 0)")
-    p.add_argument("--no-diffusers", action="store_true")
-    p.add_argument("--out-dir", default=None)
+    add_run_arguments(p)
     a = p.parse_args(argv)
-    device = pick_device(a.device)
-    clock = pick_clock(a.clock, device)
-    gpu = device.type == "cuda"
-    channels = a.channels or (PRESETS[a.preset].channels if gpu else 32)
+    device, clock, gpu, channels = resolve_run(a)
     batch = a.batch or (128 if gpu else 8)
     precision = a.precision or ("bf16" if gpu else "fp32")
     spw = a.steps_per_window or (20 if gpu else 2)
