@@ -169,13 +169,6 @@ def test_toy_report_on_broken_samples(eight, exact_report):
     assert half["kl"] > 10 and half["energy_ratio"] > 100 and half["nn_ratio"] > 2
 
 
-def test_toy_report_without_scikit_learn_leaves_out_the_kl(eight, monkeypatch):
-    monkeypatch.setitem(sys.modules, "sklearn.mixture", None)
-    with pytest.warns(UserWarning, match="scikit-learn"):
-        report = toy_report(eight.mixture.sample(200, generator=torch.Generator()), eight)
-    assert "kl" not in report and report["mode_coverage"] == 1.0
-
-
 def test_mode_counts_against_brute_force(eight):
     x = eight.mixture.sample(500, generator=torch.Generator().manual_seed(3)).numpy()
     x[:50] += 0.4                                                         # some off the modes

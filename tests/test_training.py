@@ -150,16 +150,53 @@ def test_per_dataset_defaults_and_model_fitting():
                        _swissroll())
 
 
+def test_preview_defaults_follow_the_kind_of_data_and_the_device():
+    """Previews cost little: DDIM with a few dozen steps and a handful of images on a CPU."""
+    from diffusion_lib import load_dataset
+    digits = load_dataset("digits")
+    cpu = resolve_config(TrainConfig(dataset="digits"), digits, "cpu")
+    assert (cpu.preview_sampler, cpu.preview_steps, cpu.num_preview) == ("ddim", 50, 16)
+    gpu = resolve_config(TrainConfig(dataset="digits"), digits, "cuda")
+    assert (gpu.preview_sampler, gpu.preview_steps, gpu.num_preview) == ("ddim", 100, 64)
+    mnist = resolve_config(TrainConfig(dataset="mnist"), _FakeImages((1, 28, 28)), "cpu")
+    assert (mnist.preview_sampler, mnist.preview_steps, mnist.num_preview) == ("ddim", 50, 16)
+    points = resolve_config(TrainConfig(dataset="swissroll"), _swissroll(), "cuda")
+    assert (points.preview_sampler, points.preview_steps, points.num_preview) == ("ddpm", None,
+                                                                                  1000)
+    asked = resolve_config(TrainConfig(dataset="swissroll", preview_steps=30), _swissroll())
+    assert (asked.preview_sampler, asked.preview_steps) == ("ddim", 30)
+    mine = resolve_config(TrainConfig(dataset="digits", preview_sampler="ddpm", num_preview=4),
+                          digits, "cpu")
+    assert (mine.preview_sampler, mine.preview_steps, mine.num_preview) == ("ddpm", None, 4)
+    with pytest.raises(ConfigError, match="preview_steps is for DDIM"):
+        resolve_config(TrainConfig(dataset="digits", preview_sampler="ddpm", preview_steps=9),
+                       digits)
+    with pytest.raises(ConfigError, match="preview_sampler"):
+        TrainConfig(dataset="digits", preview_sampler="euler").validate()
+
+
+def test_an_image_preview_costs_a_few_network_calls(tmp_path, monkeypatch):
+    """The final preview of a short CPU image run: 16 images x 50 DDIM steps, not 64 x 1000."""
+    calls = []
+    real = engine.generate
+
+    def counting(model, *args, **kwargs):
+        hook = model.register_forward_hook(lambda m, inputs, out: calls.append(len(inputs[0])))
+        try:
+            return real(model, *args, **kwargs)
+        finally:
+            hook.remove()
+    monkeypatch.setattr(engine, "generate", counting)
+    train(small("digits", out=str(tmp_path / "run"), steps=4, num_timesteps=1000))
+    assert calls == [16] * 50
+    assert (tmp_path / "run" / "samples" / "step-00000004.png").stat().st_size > 500
+
+
 class _FakeImages:
     kind, name = "images", "fake"
 
     def __init__(self, shape):
         self.sample_shape = shape
-
-
-def test_bf16_on_cpu_is_an_error():
-    with pytest.raises(ConfigError, match="CUDA"):
-        train(small(precision="bf16", device="cpu"))
 
 
 # ---------------------------------------------------------------- checkpoints

@@ -14,7 +14,6 @@ stream is apart from the training split's.
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import torch
@@ -126,7 +125,7 @@ def fitted_mixture_kl(samples: Tensor, mixture: GaussianMixture, *, num_points: 
     Compare with the same for a fresh data sample of size N (``kl_floor`` of
     :func:`toy_report`).
     """
-    from sklearn.mixture import GaussianMixture as SklearnMixture   # scikit-learn is optional
+    from sklearn.mixture import GaussianMixture as SklearnMixture   # imported when used
 
     x = as_samples(samples, "samples", torch.device("cpu"))
     K = mixture.num_components
@@ -207,20 +206,10 @@ def toy_report(samples: Tensor | np.ndarray, dataset: Dataset | str, seed: int =
     # 4. exact-density scores for a Gaussian-mixture toy
     if mixture is not None:
         report.update(mode_statistics(x, mixture))
-    if mixture is not None and _has_sklearn():
+    if mixture is not None:
         kl, kl_se = fitted_mixture_kl(x, mixture, num_points=kl_points, seed=seed)
         kl_floor, kl_floor_se = fitted_mixture_kl(second, mixture, num_points=kl_points,
                                                   seed=seed)
         report.update(kl=kl, kl_se=kl_se, kl_floor=kl_floor, kl_floor_se=kl_floor_se)
-    elif mixture is not None:
-        warnings.warn("toy_report: scikit-learn is not installed, so the KL entries are left out "
-                      "(pip install scikit-learn)", stacklevel=2)
     return report
 
-
-def _has_sklearn() -> bool:
-    try:
-        import sklearn.mixture  # noqa: F401
-    except ImportError:
-        return False
-    return True

@@ -59,14 +59,15 @@ class TrainConfig:
     prediction_type: Literal["epsilon", "x0", "v"] = "epsilon"   # L_simple's target (Eq. 14: eps)
     seed: int = 0                              # model init, batches, t, noise and dropout
     device: str = "auto"                       # "auto": cuda, then mps, then cpu
-    precision: Literal["fp32", "bf16"] = "fp32"   # bf16 autocast, CUDA only
+    precision: Literal["fp32", "bf16"] = "fp32"   # bf16 autocast: CUDA, CPUs with native bf16
     channels_last: bool | None = None          # None: on for images on CUDA
     compile: bool = False                      # torch.compile the network
     checkpoint_every: int | None = None        # steps between checkpoints (and one at the end)
     sample_every: int | None = None            # steps between sample PNGs (+ at the end); 0: none
     log_every: int | None = None               # steps between loss syncs / metrics.jsonl lines
-    num_preview: int | None = None             # samples in each preview PNG
-    preview_steps: int | None = None           # DDIM steps for previews (DDPM, all T, on GPU data)
+    num_preview: int | None = None             # samples in each preview PNG (images: by device)
+    preview_sampler: Literal["ddpm", "ddim"] | None = None   # previews: DDIM for images
+    preview_steps: int | None = None           # DDIM steps of a preview (images: by device)
     keep_checkpoints: int = 2                  # the latest and one previous
     progress: bool = True                      # tqdm progress bar
 
@@ -106,6 +107,8 @@ class TrainConfig:
             _choice(self, "lr_decay", ("none", "cosine"))
         _choice(self, "prediction_type", ("epsilon", "x0", "v"))
         _choice(self, "precision", ("fp32", "bf16"))
+        if self.preview_sampler is not None:
+            _choice(self, "preview_sampler", ("ddpm", "ddim"))
         if not isinstance(self.dataset, str) or not self.dataset.strip():
             raise ConfigError(f"dataset must be a name or a path, got {self.dataset!r}")
         if not isinstance(self.model_overrides, dict):
@@ -148,43 +151,55 @@ DATASET_DEFAULTS: dict[str, dict[str, Any]] = {
     # gaussians 1.03 (all 8 modes), an untuned three-arm spiral .npy 1.09. The flat 2e-3
     # of 2000 steps gave 1.08 on the swiss roll but 1.55-1.67 on the spiral: the decay to
     # 0 is what removes the last blur. EMA 0.995 averages the last ~200 steps.
-    # Previews: DDPM (coarse DDIM throws a few points far out on 2-D data), ~10 CPU-seconds.
+    # Previews: DDPM of 1000 points (coarse DDIM throws a few points far out on 2-D
+    # data) at the end only: ~5 CPU-seconds, ~6% of the run.
     "points": dict(model="mlp", model_overrides={}, steps=3000, batch_size=512, lr=5e-3,
                    warmup_steps=100, lr_decay="cosine", grad_clip=1.0, ema_decay=0.995,
                    checkpoint_every=500, log_every=100, sample_every=3000, num_preview=1000,
-                   preview_steps=None),
+                   preview_sampler="ddpm", preview_steps=None),
     # 1,500 8x8 digits on a CPU: the digits U-Net at half width (channels 32: 0.7M
     # parameters, a third of the compute: ~0.26 CPU-s a step) trains more steps in ten
     # minutes than the full one, and that matters more: digits are recognisable from
     # step ~1000. lr 1e-3 (5x the paper's) because a short run has few steps; EMA 0.995
-    # follows the last ~200 of them. Previews with DDIM, 100 steps.
+    # follows the last ~200 of them. Previews as for all images (PREVIEW_BY_DEVICE).
     "digits": dict(model="digits", model_overrides={"channels": 32}, steps=2000, batch_size=64,
                    lr=1e-3, warmup_steps=100, lr_decay="none", grad_clip=1.0, ema_decay=0.995,
-                   checkpoint_every=500, log_every=50, sample_every=500, num_preview=64,
-                   preview_steps=100),
+                   checkpoint_every=500, log_every=50, sample_every=500, num_preview=None,
+                   preview_sampler="ddim", preview_steps=None),
     # The paper's recipe (Sec. 4, App. B) at MNIST's scale: for a GPU.
     "mnist": dict(model="ddpm-mnist", model_overrides={}, steps=100_000, batch_size=128,
                   lr=2e-4, warmup_steps=5000, lr_decay="none", grad_clip=1.0, ema_decay=0.9999,
-                  checkpoint_every=5000, log_every=100, sample_every=10_000, num_preview=64,
-                  preview_steps=None),
+                  checkpoint_every=5000, log_every=100, sample_every=10_000, num_preview=None,
+                  preview_sampler="ddim", preview_steps=None),
     # Ho et al. 2020, App. B: lr 2e-4, batch 128, 800k steps, warm-up 5000, dropout 0.1
     # (in the preset), EMA 0.9999, grad clip 1.0. Days on one GPU.
     "cifar10": dict(model="ddpm-cifar10", model_overrides={}, steps=800_000, batch_size=128,
                     lr=2e-4, warmup_steps=5000, lr_decay="none", grad_clip=1.0, ema_decay=0.9999,
-                    checkpoint_every=10_000, log_every=100, sample_every=50_000, num_preview=64,
-                    preview_steps=None),
+                    checkpoint_every=10_000, log_every=100, sample_every=50_000,
+                    num_preview=None, preview_sampler="ddim", preview_steps=None),
     # A folder or array of images: the MNIST recipe, on a U-Net sized to the images.
     "images": dict(model=None, model_overrides={}, steps=100_000, batch_size=128, lr=2e-4,
                    warmup_steps=5000, lr_decay="none", grad_clip=1.0, ema_decay=0.9999,
-                   checkpoint_every=5000, log_every=100, sample_every=10_000, num_preview=64,
-                   preview_steps=None),
+                   checkpoint_every=5000, log_every=100, sample_every=10_000, num_preview=None,
+                   preview_sampler="ddim", preview_steps=None),
 }
 DATASET_DEFAULTS["fashion-mnist"] = DATASET_DEFAULTS["mnist"]
+
+# Image previews left at None above depend on the device the run trains on: a preview is
+# num_preview x preview_steps network calls without a backward pass, so on a CPU it stays a
+# few per cent of a run's time even when the run is short (a 20-step MNIST run: ~5%; with
+# the old 64 images of 1000-step DDPM, 25 times the training time).
+PREVIEW_BY_DEVICE: dict[str, dict[str, int]] = {
+    "cpu": dict(num_preview=16, preview_steps=50),
+    "mps": dict(num_preview=16, preview_steps=50),
+    "cuda": dict(num_preview=64, preview_steps=100),
+}
 
 # Fields that may change when a run folder is resumed: they steer the run, not the math.
 RESUMABLE_FIELDS = ("out", "data_dir", "download", "steps", "device", "precision",
                     "channels_last", "compile", "checkpoint_every", "sample_every", "log_every",
-                    "num_preview", "preview_steps", "keep_checkpoints", "progress")
+                    "num_preview", "preview_sampler", "preview_steps", "keep_checkpoints",
+                    "progress")
 
 
 def defaults_key(dataset_name: str, kind: str) -> str:
@@ -222,13 +237,14 @@ def _fit_unet(base, overrides: dict[str, Any], C: int, H: int) -> dict[str, Any]
     return out
 
 
-def resolve_config(config: TrainConfig, dataset) -> TrainConfig:
+def resolve_config(config: TrainConfig, dataset, device_type: str = "cpu") -> TrainConfig:
     """Fill every ``None`` field from the dataset's defaults; fit the network to the data.
 
     The network's data dimensions are set from the dataset: ``dim`` for an MLP, and
     ``in_channels`` / ``image_size`` for a U-Net (so ``--model tiny`` works on any square
-    images). Returns a new, validated config; raises ConfigError when model and data
-    cannot go together.
+    images). Image previews left unset follow :data:`PREVIEW_BY_DEVICE` for
+    ``device_type`` ("cpu", "cuda" or "mps"). Returns a new, validated config; raises
+    ConfigError when model and data cannot go together.
     """
     from ..models import PRESETS, MLPConfig, UNetConfig
 
@@ -267,6 +283,16 @@ def resolve_config(config: TrainConfig, dataset) -> TrainConfig:
         dataclasses.replace(base, **overrides)          # the network's own checks, before any work
     except (TypeError, ValueError) as error:
         raise ConfigError(f"model {preset!r} with {overrides}: {error}") from None
+    if config.preview_sampler is None and config.preview_steps is not None:
+        values["preview_sampler"] = "ddim"                 # asking for steps means DDIM
+    if values["preview_sampler"] == "ddpm" and config.preview_steps is not None:
+        raise ConfigError("preview_steps is for DDIM previews; DDPM previews run all T steps "
+                          "(leave it out, or ask for preview_sampler ddim)")
+    by_device = PREVIEW_BY_DEVICE.get(device_type, PREVIEW_BY_DEVICE["cpu"])
+    if values["num_preview"] is None:
+        values["num_preview"] = by_device["num_preview"]
+    if values["preview_sampler"] == "ddim" and values["preview_steps"] is None:
+        values["preview_steps"] = by_device["preview_steps"]
     if config.preview_steps is None and values["preview_steps"]:    # a default fits any T
         values["preview_steps"] = min(values["preview_steps"], config.num_timesteps)
     resolved = dataclasses.replace(config, **values, model_overrides=overrides)

@@ -9,8 +9,8 @@
 
 The loss is :func:`diffusion_lib.losses.l_simple` (Eq. 14); the rest is engineering: AdamW
 with linear warm-up, gradient clipping, an EMA of the weights (:mod:`.ema`), checkpoints
-(:mod:`.checkpoint`) from which a re-run resumes bit for bit, bf16 autocast and
-channels-last on CUDA, torch.compile, and DistributedDataParallel (:mod:`.distributed`).
+(:mod:`.checkpoint`) from which a re-run resumes bit for bit, bf16 autocast on CUDA and
+on CPUs with native bfloat16 (:mod:`.precision`), channels-last on CUDA, torch.compile, and DistributedDataParallel (:mod:`.distributed`).
 Chapter 6 trains on 2-D points with it, chapter 7 on images.
 
 Every random draw of step k -- the batch, t, eps, and dropout -- is a pure function of
@@ -52,6 +52,7 @@ from .checkpoint import (CHECKPOINT_DIR, CheckpointError, atomic_write_text, lat
                          load_checkpoint, load_state, remove_temporaries, save_checkpoint)
 from .config import RESUMABLE_FIELDS, ConfigError, TrainConfig, resolve_config
 from .ema import EMA
+from .precision import autocast, check_precision
 from .run_folder import StopSignals, checkpoint_bytes, kept_metrics, prepare_run_dir
 from .sampling import generate, save_png, to_data_space
 
@@ -228,11 +229,9 @@ def train(config: TrainConfig) -> TrainResult:
 def _train(config: TrainConfig, info: distributed.DistInfo) -> TrainResult:
     t_begin = time.perf_counter()
     device, main = info.device, info.is_main
-    if config.precision == "bf16" and device.type != "cuda":
-        raise ConfigError(f"precision bf16 needs a CUDA device (bf16 autocast), but this run "
-                          f"is on {device}; use precision fp32")
+    check_precision(config.precision, device)
     dataset = _load_data(config, info)
-    cfg = _check_fits(resolve_config(config, dataset), config, dataset, info)
+    cfg = _check_fits(resolve_config(config, dataset, device.type), config, dataset, info)
     show = cfg.progress and main
     run_dir = Path(cfg.out) if cfg.out else None
 
@@ -294,8 +293,7 @@ def _train(config: TrainConfig, info: distributed.DistInfo) -> TrainResult:
             model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile:
         train_model = torch.compile(train_model)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if cfg.precision == "bf16"
-                else contextlib.nullcontext())
+    mixed = autocast(cfg.precision, device)       # bf16: fp32 master weights, grads and EMA
     generator = torch.Generator(device=device)
     losses = torch.zeros(cfg.steps - start, device=device)   # stays on the device
     last_ckpt = ckpt.path if ckpt else None
@@ -317,7 +315,7 @@ def _train(config: TrainConfig, info: distributed.DistInfo) -> TrainResult:
             noise_seed, dropout_seed = step_seeds(cfg.seed, step, info.rank)
             generator.manual_seed(noise_seed)                                # t and eps
             torch.manual_seed(dropout_seed)                                  # dropout masks
-            with autocast:
+            with mixed:
                 loss = l_simple(schedule, train_model, x0, prediction_type=cfg.prediction_type,
                                 generator=generator).mean()                  # Eq. (14)
             optimizer.zero_grad(set_to_none=True)
@@ -387,14 +385,14 @@ def _train(config: TrainConfig, info: distributed.DistInfo) -> TrainResult:
 def _preview(ema_model, schedule, dataset, cfg: TrainConfig, data, run_dir: Path,
              step: int) -> Path:
     """A PNG of the EMA network's samples: a grid of images or a scatter of points."""
-    sampler = "ddim" if cfg.preview_steps else "ddpm"
+    sampler = cfg.preview_sampler or "ddpm"
     x = generate(ema_model, schedule, dataset.sample_shape, cfg.num_preview, kind=dataset.kind,
                  sampler=sampler, steps=cfg.preview_steps, seed=cfg.seed,
                  prediction_type=cfg.prediction_type)
     reference = None
     if dataset.kind == "points":
         reference = dataset.to_output(dataset.all_data()[:cfg.num_preview])
-    how = (f"DDIM {cfg.preview_steps} steps" if cfg.preview_steps
+    how = (f"DDIM {cfg.preview_steps} steps" if sampler == "ddim"
            else f"DDPM {cfg.num_timesteps} steps")
     path = run_dir / "samples" / f"step-{step:08d}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
