@@ -20,6 +20,13 @@ Built-in names (:data:`DATASETS`): the toys ``swissroll``, ``moons``, ``8gaussia
 ``checkerboard`` (:mod:`.toys`); the images ``digits``, ``mnist``, ``fashion-mnist``,
 ``cifar10`` (:mod:`.images`). Anything else is read as a path: a ``.npy``/``.npz`` file
 (:mod:`.arrays`) or a folder of images (:func:`.images.load_image_folder`).
+
+Class labels, for class-conditional models (chapter 9): ``labels()`` gives the class
+0..K-1 of every example where the data has one -- the digits, MNIST, Fashion-MNIST and
+CIFAR-10 classes, the sub-folder of an image folder with one sub-folder per class, the
+``y`` array of a ``.npz``, the component of ``8gaussians`` and the half circle of
+``moons`` -- and ``class_names`` their names. ``get_labelled_batch`` returns a batch
+with its labels.
 """
 
 from __future__ import annotations
@@ -34,13 +41,17 @@ import torch
 from torch import Tensor
 
 __all__ = ["DATASETS", "TOY_NAMES", "IMAGE_NAMES", "DataError", "Dataset", "PointsDataset",
-           "load_dataset", "epoch_indices", "generator_for"]
+           "load_dataset", "epoch_indices", "generator_for", "check_labels"]
 
 TOY_NAMES: tuple[str, ...] = ("swissroll", "moons", "8gaussians", "checkerboard")
 IMAGE_NAMES: tuple[str, ...] = ("digits", "mnist", "fashion-mnist", "cifar10")
 DATASETS: tuple[str, ...] = TOY_NAMES + IMAGE_NAMES
 SPLITS: tuple[str, ...] = ("train", "test")
 DEFAULT_DATA_DIR = "data"    # where mnist / fashion-mnist / cifar10 files are looked for
+
+LABELS_HINT = ("labelled data is a built-in image set, 8gaussians, moons, a .npz with arrays x "
+               "and y (integer labels 0..K-1), or a folder with one sub-folder of images per "
+               "class")
 
 # Tags that keep the random streams of different purposes apart (see generator_for).
 TAG_PERMUTATION, TAG_TOY_BATCH, TAG_TOY_ALL_DATA, TAG_TOY_STATS = 0, 1, 2, 3
@@ -61,6 +72,38 @@ def check_int(name: str, value, minimum: int) -> int:
     if value < minimum:
         raise DataError(f"{name} must be >= {minimum}, got {value}")
     return value
+
+
+def check_labels(labels, num_examples: int, name: str,
+                 num_classes: int | None = None) -> Tensor:
+    """Class labels as an int64 CPU tensor (num_examples,), else DataError saying what is wrong.
+
+    Labels are integers 0..K-1, one per example. With ``num_classes`` given (a built-in
+    dataset's K), every label must be below it; without, K is the largest label + 1 and
+    every class 0..K-1 must have at least one example (a gap is a sign of a mistake, and
+    a conditional model would learn an embedding for a class it never saw).
+    """
+    expected = f"{num_examples} integer class labels 0..K-1, shape ({num_examples},)"
+    a = labels.cpu().numpy() if isinstance(labels, Tensor) else np.asarray(labels)
+    if a.dtype.kind not in "iu":
+        hint = "; convert them with y.astype(np.int64)" if a.dtype.kind == "f" else ""
+        raise DataError(f"{name}: expected {expected}; found dtype {a.dtype}{hint}")
+    if a.shape != (num_examples,):
+        raise DataError(f"{name}: expected {expected}; found shape {a.shape}")
+    if a.size and a.min() < 0:
+        raise DataError(f"{name}: expected {expected}; found the negative label {a.min()}")
+    if num_classes is not None:
+        if a.size and a.max() >= num_classes:
+            raise DataError(f"{name}: found the label {a.max()}; expected classes "
+                            f"0..{num_classes - 1}")
+    else:
+        counts = np.bincount(a.astype(np.int64))
+        empty = np.flatnonzero(counts == 0)
+        if empty.size:
+            raise DataError(f"{name}: class {empty[0]} has no examples (labels run to "
+                            f"{len(counts) - 1}); expected every class 0..K-1 to have some, "
+                            f"so renumber the classes without gaps")
+    return torch.from_numpy(a.astype(np.int64))
 
 
 def check_batch_args(step, batch_size, seed, rank, world_size) -> tuple[int, int, int, int, int]:
@@ -145,6 +188,29 @@ class Dataset:
         self.num_examples = int(num_examples)
         self.split = split
         self.device = torch.device(device)
+        self._labels: Tensor | None = None
+        self.class_names: tuple[str, ...] | None = None     # None: the data has no labels
+
+    def set_labels(self, labels, class_names=None, num_classes: int | None = None) -> None:
+        """Attach class labels (num_examples,) (checked by :func:`check_labels`) and names.
+
+        ``class_names`` default to "0".."K-1"; K is ``num_classes``, else the number of
+        names, else the largest label + 1.
+        """
+        if num_classes is None and class_names is not None:
+            num_classes = len(class_names)
+        labels = check_labels(labels, self.num_examples, self.name, num_classes)
+        K = num_classes if num_classes is not None else int(labels.max()) + 1
+        names = tuple(str(c) for c in (range(K) if class_names is None else class_names))
+        if len(names) != K or len(set(names)) != K:
+            raise DataError(f"{self.name}: expected {K} distinct class names, got {names}")
+        self._labels = labels.to(self.device)                             # (N,) int64
+        self.class_names = names
+
+    @property
+    def num_classes(self) -> int | None:
+        """K, the number of classes, or None for data without labels."""
+        return None if self.class_names is None else len(self.class_names)
 
     def batch_indices(self, step: int, batch_size: int, *, seed: int = 0, rank: int = 0,
                       world_size: int = 1) -> Tensor:
@@ -173,11 +239,23 @@ class Dataset:
     def labels(self) -> Tensor | None:
         """Class labels (num_examples,) int64 on the device, aligned with ``all_data()``.
 
-        None where the data has none: toys, arrays, folders, and MNIST without its label
-        files. ``labels()[batch_indices(...)]`` are the labels of ``get_batch(...)``.
-        The feature classifier of :mod:`diffusion_lib.metrics` trains on them (chapter 7).
+        None where the data has none: swissroll, checkerboard, .npy arrays, a .npz without
+        ``y``, folders without class sub-folders, and MNIST without its label files.
+        ``labels()[batch_indices(...)]`` are the labels of ``get_batch(...)``. The feature
+        classifier of :mod:`diffusion_lib.metrics` trains on them (chapter 7), and so do
+        class-conditional models (chapter 9).
         """
-        return None
+        return self._labels
+
+    def get_labelled_batch(self, step: int, batch_size: int, *, seed: int = 0, rank: int = 0,
+                           world_size: int = 1) -> tuple[Tensor, Tensor]:
+        """``get_batch(...)`` and its class labels: (batch_size, *sample_shape) and
+        (batch_size,) int64, both on the device. DataError for data without labels."""
+        if self._labels is None:
+            raise DataError(f"{self.name}: the data has no class labels; {LABELS_HINT}")
+        indices = self.batch_indices(step, batch_size, seed=seed, rank=rank,
+                                     world_size=world_size)
+        return self._rows(indices), self._labels[indices.to(self.device)]
 
     def to_output(self, x: Tensor) -> np.ndarray:
         """Training space (N, *sample_shape) -> the data's own space, as numpy."""
@@ -213,13 +291,14 @@ class PointsDataset(Dataset):
         points: (N, D) in data space.
         mean, std: (D,) statistics to standardize with; by default computed on
             ``points`` (population std). A dimension of std 0 is only centred.
+        labels, class_names: optional class labels (N,) and names (see ``set_labels``).
     """
 
     kind = "points"
 
     def __init__(self, name: str, points: Tensor, *, split: str = "train",
                  device: torch.device | str = "cpu", mean: Tensor | None = None,
-                 std: Tensor | None = None):
+                 std: Tensor | None = None, labels=None, class_names=None):
         points = torch.as_tensor(points, dtype=torch.float64).cpu()    # (N, D)
         N, D = points.shape
         super().__init__(name, (D,), N, split=split, device=device)
@@ -229,6 +308,8 @@ class PointsDataset(Dataset):
         self.mean = mean.cpu()                                          # (D,) float64
         self.std = torch.where(std > 0, std, torch.ones_like(std)).cpu()  # (D,) float64
         self.x0 = self.standardize(points)                              # (N, D) float32
+        if labels is not None:
+            self.set_labels(labels, class_names)
 
     def standardize(self, x: Tensor) -> Tensor:
         """Data space (N, D) -> training space (N, D) float32 on the device."""

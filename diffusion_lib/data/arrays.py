@@ -7,6 +7,10 @@ The array's shape and dtype say what it is:
   whose values all lie in 0..255 are cast; float images are refused, the
   scaling 0..1 or 0..255 being a guess).
 
+A ``.npz`` may hold class labels next to the data, for class-conditional models
+(chapter 9): an array ``y`` of N integers 0..K-1, every class present, with the data
+in ``x`` (``np.savez("points.npz", x=points, y=labels)``).
+
 Files are always read with ``allow_pickle=False``: loading a pickle can run code. A
 file has no train/test split; both splits give all of it.
 """
@@ -22,13 +26,21 @@ import torch
 from . import DataError, Dataset, PointsDataset
 from .images import InMemoryImages, from_nhwc
 
-__all__ = ["NPZ_KEYS", "read_array", "dataset_from_array", "load_array"]
+__all__ = ["NPZ_KEYS", "NPZ_LABELS_KEY", "read_array", "read_labelled_array",
+           "dataset_from_array", "load_array"]
 
 NPZ_KEYS = ("x", "data", "images")   # the array taken from a .npz holding several, in this order
+NPZ_LABELS_KEY = "y"                 # the class labels of a .npz, next to its data
 
 
 def read_array(path: str | Path) -> np.ndarray:
     """The array of a .npy file, or of a .npz file (its only array, else x / data / images)."""
+    return read_labelled_array(path)[0]
+
+
+def read_labelled_array(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """The data array of a .npy / .npz file (see :func:`read_array`), and the .npz's labels
+    ``y`` (None if it has none: always for a .npy)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
@@ -39,9 +51,14 @@ def read_array(path: str | Path) -> np.ndarray:
     try:
         loaded = np.load(path, allow_pickle=False)      # an ndarray, or a lazy NpzFile
         if isinstance(loaded, np.ndarray):
-            return loaded
+            return loaded, None
         with loaded:
-            return _pick_npz_array(loaded, path)
+            keys = list(loaded.files)
+            labels = None
+            if NPZ_LABELS_KEY in keys and len(keys) > 1:
+                labels = loaded[NPZ_LABELS_KEY]
+                keys.remove(NPZ_LABELS_KEY)
+            return _pick_npz_array(loaded, keys, path), labels
     except DataError:
         raise
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
@@ -51,8 +68,7 @@ def read_array(path: str | Path) -> np.ndarray:
         raise DataError(f"{path}: cannot read it as a numpy file ({error})") from None
 
 
-def _pick_npz_array(loaded, path: Path) -> np.ndarray:
-    keys = list(loaded.files)
+def _pick_npz_array(loaded, keys: list[str], path: Path) -> np.ndarray:
     if len(keys) == 1:
         return loaded[keys[0]]
     for key in NPZ_KEYS:
@@ -63,8 +79,11 @@ def _pick_npz_array(loaded, path: Path) -> np.ndarray:
 
 
 def dataset_from_array(a: np.ndarray, name: str, *, split: str = "train",
-                       device: torch.device | str = "cpu") -> Dataset:
+                       device: torch.device | str = "cpu", labels=None) -> Dataset:
     """A dataset from an array: (N, D) -> points, uint8 (N, H, W[, C]) -> images.
+
+    ``labels``: optional class labels (N,), integers 0..K-1 with every class present
+    (else DataError, see :func:`diffusion_lib.data.check_labels`).
 
     Returns:
         PointsDataset with sample_shape (D,), or InMemoryImages with (C, H, W).
@@ -77,12 +96,13 @@ def dataset_from_array(a: np.ndarray, name: str, *, split: str = "train",
         raise DataError(f"{name}: the array is empty (shape {a.shape})")
     if a.ndim == 2:
         points = torch.from_numpy(_as_points(a, name))                     # (N, D) float64
-        return PointsDataset(name, points, split=split, device=device)
+        return PointsDataset(name, points, split=split, device=device, labels=labels)
     if a.ndim == 4 and a.shape[-1] not in (1, 3):
         hint = "; it looks channel-first: use np.moveaxis(a, 1, -1)" if a.shape[1] in (1, 3) else ""
         raise DataError(f"{name}: found images of shape {a.shape} with {a.shape[-1]} channels; "
                         f"expected (N, H, W, C) with C in {{1, 3}}{hint}")
-    return InMemoryImages(name, from_nhwc(_as_uint8(a, name), name), split=split, device=device)
+    return InMemoryImages(name, from_nhwc(_as_uint8(a, name), name), split=split, device=device,
+                          labels=labels)
 
 
 def _as_points(a: np.ndarray, name: str) -> np.ndarray:
@@ -115,6 +135,7 @@ def _as_uint8(a: np.ndarray, name: str) -> np.ndarray:
 
 def load_array(path: str | Path, *, name: str | None = None, split: str = "train",
                device: torch.device | str = "cpu") -> Dataset:
-    """Load a .npy / .npz file as points or images (see the module docstring)."""
-    return dataset_from_array(read_array(path), str(path) if name is None else name,
-                              split=split, device=device)
+    """Load a .npy / .npz file as points or images, with the .npz's labels ``y`` if any."""
+    a, labels = read_labelled_array(path)
+    return dataset_from_array(a, str(path) if name is None else name, split=split,
+                              device=device, labels=labels)

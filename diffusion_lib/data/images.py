@@ -24,9 +24,15 @@ from . import DataError, Dataset
 __all__ = ["ImageDataset", "InMemoryImages", "StreamedImages", "from_nhwc", "load_digits",
            "read_idx_images", "read_idx_labels", "load_mnist", "read_cifar10_binary",
            "read_cifar10_labels", "load_cifar10",
-           "load_image_folder", "DIGITS_NUM_TEST", "IMAGE_SUFFIXES"]
+           "load_image_folder", "DIGITS_NUM_TEST", "IMAGE_SUFFIXES", "DIGIT_NAMES",
+           "FASHION_MNIST_NAMES", "CIFAR10_NAMES"]
 
 DIGITS_NUM_TEST = 297                     # digits: the last 297 of 1,797 images are the test split
+DIGIT_NAMES = tuple(str(d) for d in range(10))
+FASHION_MNIST_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                       "Sneaker", "Bag", "Ankle boot")
+CIFAR10_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                 "truck")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 VISION_HINT = ('install torchvision (pip install "diffusion_lib[vision]") '
                'and run online with --download')
@@ -62,27 +68,22 @@ class ImageDataset(Dataset):
 
 
 class InMemoryImages(ImageDataset):
-    """Images held on the device as one uint8 tensor (N, C, H, W), with optional labels (N,)."""
+    """Images held on the device as one uint8 tensor (N, C, H, W), with optional labels (N,).
+
+    ``labels``, ``class_names``, ``num_classes``: see :meth:`Dataset.set_labels`.
+    """
 
     def __init__(self, name: str, images: Tensor | np.ndarray, *, split: str = "train",
-                 device: torch.device | str = "cpu", labels: Tensor | np.ndarray | None = None):
+                 device: torch.device | str = "cpu", labels: Tensor | np.ndarray | None = None,
+                 class_names=None, num_classes: int | None = None):
         images = torch.as_tensor(images)
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[0] == 0:
             raise DataError(f"{name}: expected uint8 images (N, C, H, W) with N > 0, "
                             f"found {images.dtype} {tuple(images.shape)}")
         super().__init__(name, tuple(images.shape[1:]), images.shape[0], split=split, device=device)
         self.images = images.to(self.device)                                 # (N, C, H, W) uint8
-        self._labels = None if labels is None else self._check_labels(labels)
-
-    def _check_labels(self, labels: Tensor | np.ndarray) -> Tensor:
-        labels = labels if isinstance(labels, Tensor) else torch.from_numpy(np.array(labels))
-        if labels.shape != (self.num_examples,) or labels.is_floating_point():
-            raise DataError(f"{self.name}: expected {self.num_examples} integer labels, found "
-                            f"{labels.dtype} {tuple(labels.shape)}")
-        return labels.to(self.device, torch.long)                           # (N,) int64
-
-    def labels(self) -> Tensor | None:
-        return self._labels
+        if labels is not None:
+            self.set_labels(labels, class_names, num_classes)
 
     def _uint8_rows(self, indices: Tensor) -> Tensor:
         return self.images[indices.to(self.device)]
@@ -119,7 +120,7 @@ def load_digits(*, split: str = "train", device: torch.device | str = "cpu") -> 
     u8 = np.round(bunch.images * 255 / 16).astype(np.uint8)                 # (1797, 8, 8), 0..16
     rows = slice(None, -DIGITS_NUM_TEST) if split == "train" else slice(-DIGITS_NUM_TEST, None)
     return InMemoryImages("digits", from_nhwc(u8[rows]), split=split, device=device,
-                          labels=bunch.target[rows])
+                          labels=bunch.target[rows], class_names=DIGIT_NAMES)
 
 
 # ---------------------------------------------------------------- MNIST, Fashion-MNIST (IDX)
@@ -250,6 +251,7 @@ def load_mnist(name: str = "mnist", *, split: str = "train", data_dir: str | Pat
 
     Returns:
         InMemoryImages with sample_shape (1, H, W); ``labels()`` is None without a label file.
+        ``class_names`` are the digits, or Fashion-MNIST's ten kinds of clothing.
     """
     path = find_idx_file(name, split, data_dir)
     labels = None
@@ -269,7 +271,9 @@ def load_mnist(name: str = "mnist", *, split: str = "train", data_dir: str | Pat
         hint = VISION_HINT if not _has_torchvision() else "run online with --download"
         raise DataError(f"{name}: no IDX files under {where}; pass --data-dir pointing to the "
                         f"folder with {stem}(.gz), or {hint}")
-    return InMemoryImages(name, from_nhwc(u8, name), split=split, device=device, labels=labels)
+    names = FASHION_MNIST_NAMES if name == "fashion-mnist" else DIGIT_NAMES
+    return InMemoryImages(name, from_nhwc(u8, name), split=split, device=device, labels=labels,
+                          class_names=None if labels is None else names)
 
 
 # ---------------------------------------------------------------- CIFAR-10 (binary version)
@@ -351,13 +355,13 @@ def load_cifar10(*, split: str = "train", data_dir: str | Path = "data",
         records = np.concatenate([_cifar10_records(f) for f in files])      # (N, 3073)
         images = torch.from_numpy(records[:, 1:].reshape(-1, 3, 32, 32).copy())
         return InMemoryImages("cifar10", images, split=split, device=device,
-                              labels=records[:, 0])
+                              labels=records[:, 0], class_names=CIFAR10_NAMES)
     python_root = _find_cifar10_python(data_dir)
     if (download or python_root is not None) and _has_torchvision():
         root = data_dir if python_root is None else python_root
         u8, labels = _torchvision_images("cifar10", split, root, download=python_root is None)
         return InMemoryImages("cifar10", from_nhwc(u8, "cifar10"), split=split, device=device,
-                              labels=labels)
+                              labels=labels, class_names=None if labels is None else CIFAR10_NAMES)
     binary_hint = ("download cifar-10-binary.tar.gz (https://www.cs.toronto.edu/~kriz/cifar.html) "
                    "and extract it under --data-dir")
     if python_root is not None:
@@ -408,11 +412,14 @@ class StreamedImages(ImageDataset):
     """
 
     def __init__(self, name: str, files: list[Path], mode: str, size: tuple[int, int], *,
-                 split: str = "train", device: torch.device | str = "cpu"):
+                 split: str = "train", device: torch.device | str = "cpu", labels=None,
+                 class_names=None):
         W, H = size
         super().__init__(name, (1 if mode == "L" else 3, H, W), len(files), split=split,
                          device=device)
         self.files, self.mode, self.size = files, mode, size
+        if labels is not None:
+            self.set_labels(labels, class_names)
 
     def _uint8_rows(self, indices: Tensor) -> Tensor:
         files = [self.files[i] for i in indices.tolist()]
@@ -429,6 +436,10 @@ def load_image_folder(path: str | Path, *, name: str | None = None, split: str =
     Hidden files and folders are skipped. If N * C * H * W bytes fit in
     ``max_in_memory_bytes`` all images are decoded now and kept on the device;
     otherwise they are decoded per batch from disk.
+
+    Class labels: when every image lies in a sub-folder directly under ``path`` (none at
+    the top, none deeper), the sub-folders are the classes, numbered 0..K-1 in sorted
+    order and named after the folders (``path/cat/1.png`` has class "cat").
 
     Returns:
         InMemoryImages or StreamedImages with sample_shape (C, H, W).
@@ -456,7 +467,20 @@ def load_image_folder(path: str | Path, *, name: str | None = None, split: str =
                             f"resize them to one size")
     mode = "L" if modes <= {"1", "L", "LA"} else "RGB"
     W, H = sizes[0]
+    labels, class_names = _folder_classes(files, root)
     if len(files) * (1 if mode == "L" else 3) * H * W > max_in_memory_bytes:
-        return StreamedImages(name, files, mode, sizes[0], split=split, device=device)
+        return StreamedImages(name, files, mode, sizes[0], split=split, device=device,
+                              labels=labels, class_names=class_names)
     images = _decode_files(files, mode, sizes[0], name)                    # (N, C, H, W)
-    return InMemoryImages(name, images, split=split, device=device)
+    return InMemoryImages(name, images, split=split, device=device, labels=labels,
+                          class_names=class_names)
+
+
+def _folder_classes(files: list[Path], root: Path) -> tuple[np.ndarray | None, list[str] | None]:
+    """Labels (N,) and class names from one sub-folder per class, or (None, None)."""
+    parents = [f.relative_to(root).parts for f in files]
+    if not all(len(parts) == 2 for parts in parents):
+        return None, None
+    class_names = sorted({parts[0] for parts in parents})
+    index = {c: k for k, c in enumerate(class_names)}
+    return np.array([index[parts[0]] for parts in parents], dtype=np.int64), class_names

@@ -10,6 +10,11 @@ in data space, deterministic given the generator. :func:`make_toy` wraps one in 
 ``8gaussians`` is a Gaussian mixture, so its density is known exactly
 (:class:`EightGaussiansDataset`): the oracle of chapter 6 compares a trained network
 with the exact denoiser of this mixture.
+
+Two toys have a natural class label (:data:`TOY_CLASS_NAMES`), for class-conditional
+models (chapter 9): the component 0..7 of ``8gaussians`` (component k centred at angle
+2 pi k / 8) and the half circle of ``moons`` (0 the upper, 1 the lower). Their samplers
+return it with ``return_labels=True``, from the same random draws.
 """
 
 from __future__ import annotations
@@ -22,10 +27,20 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import (DATASETS, SPLITS, TAG_TOY_ALL_DATA, TAG_TOY_BATCH, TAG_TOY_STATS, DataError,
-               PointsDataset, check_batch_args, generator_for)
+from . import (
+    DATASETS,
+    SPLITS,
+    TAG_TOY_ALL_DATA,
+    TAG_TOY_BATCH,
+    TAG_TOY_STATS,
+    DataError,
+    PointsDataset,
+    check_batch_args,
+    generator_for,
+)
 
-__all__ = ["TOY_EPOCH_SIZE", "TOY_SAMPLERS", "sample_swissroll", "sample_moons",
+__all__ = ["TOY_EPOCH_SIZE", "TOY_SAMPLERS", "TOY_CLASS_NAMES", "sample_swissroll",
+           "sample_moons",
            "sample_8gaussians", "sample_checkerboard", "eight_gaussians_parameters",
            "eight_gaussians_log_prob", "ToyDataset", "EightGaussiansDataset", "make_toy"]
 
@@ -49,11 +64,13 @@ def sample_swissroll(n: int, generator: torch.Generator | None = None) -> Tensor
     return x.float()
 
 
-def sample_moons(n: int, generator: torch.Generator | None = None) -> Tensor:
+def sample_moons(n: int, generator: torch.Generator | None = None,
+                 return_labels: bool = False) -> Tensor | tuple[Tensor, Tensor]:
     """Two interleaved half circles of radius 1, each point on either with probability 1/2.
 
     Returns:
-        (n, 2) float32, roughly in [-1, 2] x [-0.5, 1].
+        (n, 2) float32, roughly in [-1, 2] x [-0.5, 1]; with ``return_labels`` also the
+        half circle of each point, (n,) int64: 0 the upper, 1 the lower.
     """
     upper = torch.rand(n, generator=generator, dtype=torch.float64) < 0.5      # (n,)
     t = math.pi * torch.rand(n, generator=generator, dtype=torch.float64)      # (n,)
@@ -61,7 +78,7 @@ def sample_moons(n: int, generator: torch.Generator | None = None) -> Tensor:
     inner = torch.stack([1 - torch.cos(t), 0.5 - torch.sin(t)], dim=1)          # (n, 2)
     x = torch.where(upper[:, None], outer, inner)
     x = x + MOONS_NOISE * torch.randn(n, 2, generator=generator, dtype=torch.float64)
-    return x.float()
+    return (x.float(), (~upper).long()) if return_labels else x.float()
 
 
 def eight_gaussians_parameters() -> tuple[Tensor, Tensor, Tensor]:
@@ -77,16 +94,19 @@ def eight_gaussians_parameters() -> tuple[Tensor, Tensor, Tensor]:
     return torch.full((8,), 1 / 8, dtype=torch.float64), means, covariances.clone()
 
 
-def sample_8gaussians(n: int, generator: torch.Generator | None = None) -> Tensor:
+def sample_8gaussians(n: int, generator: torch.Generator | None = None,
+                      return_labels: bool = False) -> Tensor | tuple[Tensor, Tensor]:
     """Eight equally likely isotropic Gaussians centred on a circle of radius 2.
 
     Returns:
-        (n, 2) float32.
+        (n, 2) float32; with ``return_labels`` also the component of each point, (n,)
+        int64 (component k is centred at angle 2 pi k / 8).
     """
     _, means, _ = eight_gaussians_parameters()
     k = torch.randint(0, 8, (n,), generator=generator)                       # (n,) component
     noise = torch.randn(n, 2, generator=generator, dtype=torch.float64)
-    return (means[k] + EIGHT_GAUSSIANS_STD * noise).float()
+    x = (means[k] + EIGHT_GAUSSIANS_STD * noise).float()
+    return (x, k) if return_labels else x
 
 
 def eight_gaussians_log_prob(x: Tensor) -> Tensor:
@@ -132,6 +152,12 @@ TOY_SAMPLERS: dict[str, Callable[[int, torch.Generator | None], Tensor]] = {
     "checkerboard": sample_checkerboard,
 }
 
+# The toys with a natural class label, and the names of their classes.
+TOY_CLASS_NAMES: dict[str, tuple[str, ...]] = {
+    "8gaussians": tuple(str(k) for k in range(8)),     # component k at angle 2 pi k / 8
+    "moons": ("upper", "lower"),
+}
+
 
 @functools.lru_cache(maxsize=None)
 def reference_stats(name: str) -> tuple[Tensor, Tensor]:
@@ -149,7 +175,8 @@ class ToyDataset(PointsDataset):
 
     ``get_batch`` draws fresh points from a generator seeded by (seed, step, rank,
     split); ``all_data()`` is a fixed draw of ``num_examples`` points seeded by the
-    dataset's ``seed`` and split.
+    dataset's ``seed`` and split. The toys of :data:`TOY_CLASS_NAMES` have labels:
+    ``labels()`` those of ``all_data()``, ``get_labelled_batch`` those of ``get_batch``.
     """
 
     def __init__(self, name: str, *, split: str = "train", seed: int = 0,
@@ -159,9 +186,16 @@ class ToyDataset(PointsDataset):
         self.sampler = TOY_SAMPLERS[name]
         self.seed = seed
         self._split_key = SPLITS.index(split)     # keeps the train and test draws apart
-        points = self.sampler(num_examples, generator_for(TAG_TOY_ALL_DATA, seed, self._split_key))
+        generator = generator_for(TAG_TOY_ALL_DATA, seed, self._split_key)
+        labels, class_names = None, TOY_CLASS_NAMES.get(name)
+        if class_names is None:
+            points = self.sampler(num_examples, generator)
+        else:
+            points, labels = self.sampler(num_examples, generator, return_labels=True)
         mean, std = reference_stats(name)
         super().__init__(name, points, split=split, device=device, mean=mean, std=std)
+        if labels is not None:    # every class is drawn, but the names fix K regardless
+            self.set_labels(labels, class_names)
 
     def get_batch(self, step: int, batch_size: int, *, seed: int = 0, rank: int = 0,
                   world_size: int = 1) -> Tensor:
@@ -170,6 +204,18 @@ class ToyDataset(PointsDataset):
                                                                     world_size)
         generator = generator_for(TAG_TOY_BATCH, seed, step, rank, self._split_key)
         return self.standardize(self.sampler(batch_size, generator))
+
+    def get_labelled_batch(self, step: int, batch_size: int, *, seed: int = 0, rank: int = 0,
+                           world_size: int = 1) -> tuple[Tensor, Tensor]:
+        """``get_batch(...)``'s very points (same draws) and their labels (batch_size,) int64."""
+        if self.class_names is None:
+            raise DataError(f"{self.name}: this toy has no class labels; "
+                            f"{', '.join(TOY_CLASS_NAMES)} have")
+        step, batch_size, seed, rank, world_size = check_batch_args(step, batch_size, seed, rank,
+                                                                    world_size)
+        generator = generator_for(TAG_TOY_BATCH, seed, step, rank, self._split_key)
+        points, labels = self.sampler(batch_size, generator, return_labels=True)
+        return self.standardize(points), labels.to(self.device)
 
     def batch_indices(self, *args, **kwargs) -> Tensor:
         raise DataError(f"{self.name}: a toy draws fresh points every step; it has no indices")
@@ -194,11 +240,7 @@ class EightGaussiansDataset(ToyDataset):
     @property
     def training_mixture(self):
         """The same mixture in training space, x0 = (x - mean) / std: what the network sees."""
-        from ..oracle import GaussianMixture
-        weights, means, covariances = eight_gaussians_parameters()
-        scale = 1 / self.std                                                   # (2,)
-        return GaussianMixture(weights, (means - self.mean) * scale,
-                               covariances * scale[:, None] * scale[None, :])
+        return self.mixture.standardized(self.mean, self.std)
 
 
 def make_toy(name: str, *, split: str = "train", seed: int = 0,

@@ -9,7 +9,9 @@
 
 Every network is called as `model(x_t, t)`, with `t` of shape (B,) holding integer steps
 0..T-1 (t = 0 is the first diffusion step), and returns a tensor shaped like `x_t`. The
-networks know nothing of the noise schedule.
+networks know nothing of the noise schedule. Built with `num_classes=K` (an override of
+any preset) a network is class-conditional and also takes labels, `model(x_t, t, y)`, y of
+shape (B,) in 0..K, K meaning "no class" (chapter 9; `diffusion_lib.guidance`).
 """
 
 from dataclasses import asdict, fields, replace
@@ -17,12 +19,13 @@ from typing import Any
 
 from torch import nn
 
-from .embeddings import timestep_embedding
+from .embeddings import ClassEmbedding, timestep_embedding
 from .mlp import MLPConfig, MLPDenoiser
 from .unet import UNet, UNetConfig
 
 __all__ = [
     "PRESETS",
+    "ClassEmbedding",
     "MLPConfig",
     "MLPDenoiser",
     "UNet",
@@ -128,7 +131,10 @@ def model_config_dict(model: nn.Module) -> dict[str, Any]:
     config = getattr(model, "config", None)
     for kind, (config_cls, _) in _KINDS.items():
         if type(config) is config_cls:
-            return {"kind": kind, **asdict(config)}
+            d = {"kind": kind, **asdict(config)}
+            if not d["num_classes"]:   # unconditional: the dict of before conditioning existed,
+                del d["num_classes"]   # so that older run folders still load and resume
+            return d
     raise ValueError(
         f"{type(model).__name__} has no UNetConfig or MLPConfig in .config; "
         f"only networks from diffusion_lib.models can be saved this way"

@@ -1,4 +1,4 @@
-"""Sinusoidal timestep embedding.
+"""Sinusoidal timestep embedding, and the class embedding of conditional networks.
 
 The positional encoding of the Transformer (Vaswani et al. 2017, "Attention Is All You
 Need", Sec. 3.5), used by DDPM (Ho et al. 2020, Appendix B) to tell one shared network
@@ -21,7 +21,7 @@ network (the first layer after the embedding is linear), so we keep the formula 
 import math
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
@@ -64,3 +64,42 @@ def check_timesteps(t: Tensor, batch_size: int, who: str) -> None:
             f"{who}: t must have shape (B,) = ({batch_size},), one timestep per sample, "
             f"got {tuple(t.shape)}"
         )
+
+
+class ClassEmbedding(nn.Module):
+    """A learned vector per class, plus one for "no class": the label input of a
+    class-conditional network (chapter 9).
+
+    Classes are 0..K-1 and label K is "no class" (the null label of classifier-free
+    guidance, Ho & Salimans 2022): trained on labels replaced by K with probability
+    p_uncond, one network learns both eps(x_t, t, y) and eps(x_t, t). The vector is added
+    to the timestep embedding, as the class-conditional U-Net of Dhariwal & Nichol 2021
+    does, so every residual block sees it.
+    """
+
+    def __init__(self, num_classes: int, dim: int):
+        super().__init__()
+        self.num_classes = num_classes
+        self.table = nn.Embedding(num_classes + 1, dim)       # row K: "no class"
+
+    def forward(self, y: Tensor | None, batch_size: int, who: str) -> Tensor:
+        """y: (B,) integer labels 0..K, or None for "no class" everywhere -> (B, dim)."""
+        if y is None:
+            y = torch.full((batch_size,), self.num_classes, dtype=torch.long,
+                           device=self.table.weight.device)
+        check_labels(y, batch_size, who)
+        return self.table(y.long())                           # (B, dim)
+
+
+def check_labels(y: Tensor, batch_size: int, who: str) -> None:
+    """Raise ValueError unless y is an integer tensor of shape (batch_size,).
+
+    As for timesteps, only shape and dtype are checked, never the values (no device sync).
+    """
+    if not isinstance(y, Tensor):
+        raise ValueError(f"{who}: y must be a torch.Tensor of shape (B,), got {type(y).__name__}")
+    if y.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"{who}: y must hold integer class labels, got dtype {y.dtype}")
+    if y.ndim != 1 or y.shape[0] != batch_size:
+        raise ValueError(f"{who}: y must have shape (B,) = ({batch_size},), one label per "
+                         f"sample, got {tuple(y.shape)}")

@@ -18,6 +18,11 @@ is concatenated to the input of one block on the way up, hence the extra block p
 
 The network knows nothing of the noise schedule: it maps (x_t, t) to a tensor shaped like
 x_t, and a sampler may call it as any `model(x_t, t)`.
+
+With `num_classes = K > 0` it is class-conditional, eps_theta(x_t, t, y): a learned class
+embedding (K classes and a "no class" entry) is added to the timestep embedding, as in the
+class-conditional U-Net of Dhariwal & Nichol 2021 (chapter 9). K = 0, the default, is the
+unconditional network above, parameter for parameter.
 """
 
 from dataclasses import dataclass
@@ -26,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .embeddings import check_timesteps, timestep_embedding
+from .embeddings import ClassEmbedding, check_timesteps, timestep_embedding
 
 GROUPNORM_EPS = 1e-6  # as in the paper's TensorFlow code; PyTorch's default is 1e-5
 
@@ -87,8 +92,12 @@ class UNetConfig:
     dropout: float = 0.1  # the paper's CIFAR-10 value, against overfitting 50k images
     num_heads: int = 1  # the paper's attention is single-head
     norm_groups: int = 32  # GroupNorm(32) as in the paper; every level's width must divide by it
+    num_classes: int = 0  # K > 0: class-conditional, model(x_t, t, y) with y in 0..K (K: none)
 
     def __post_init__(self) -> None:
+        n = self.num_classes
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise ValueError(f"UNetConfig.num_classes must be an int >= 0, got {n!r}")
         for name in ("image_size", "in_channels", "channels", "num_res_blocks", "num_heads",
                      "norm_groups"):
             value = getattr(self, name)
@@ -247,7 +256,8 @@ class Level(nn.Module):
 
 
 class UNet(nn.Module):
-    """The DDPM noise-prediction U-Net, eps_theta(x_t, t) (Ho et al. 2020, Appendix B)."""
+    """The DDPM noise-prediction U-Net, eps_theta(x_t, t) (Ho et al. 2020, Appendix B);
+    eps_theta(x_t, t, y) when class-conditional (``config.num_classes > 0``)."""
 
     def __init__(self, config: UNetConfig):
         super().__init__()
@@ -295,8 +305,15 @@ class UNet(nn.Module):
         self.conv_out = nn.Conv2d(width, cfg.out_channels or cfg.in_channels, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)  # the paper's code: the network starts by predicting 0
         nn.init.zeros_(self.conv_out.bias)
+        if cfg.num_classes:   # registered last: an unconditional network keeps its state dict
+            self.class_embed = ClassEmbedding(cfg.num_classes, emb_dim)
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+    @property
+    def num_classes(self) -> int:
+        """K, the number of classes (label K is "no class"); 0 for an unconditional network."""
+        return self.config.num_classes
+
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         """Predict the noise in x_t.
 
         Args:
@@ -305,6 +322,8 @@ class UNet(nn.Module):
                 construction, the levels that have attention.
             t: timesteps, shape (B,): integers 0..T-1, t = 0 the first diffusion step (floats
                 are accepted and embedded as they are).
+            y: class labels, shape (B,), integers 0..K with K = "no class"; None is "no
+                class" for every sample. Only for a conditional network (num_classes > 0).
 
         Returns:
             Shape (B, out_channels, H, W).
@@ -312,6 +331,10 @@ class UNet(nn.Module):
         self._check_inputs(x, t)
         emb = timestep_embedding(t, self.config.channels)  # (B, ch), float32
         emb = self.time_mlp(emb.to(self.time_mlp[0].weight.dtype))  # (B, 4ch)
+        if self.config.num_classes:
+            emb = emb + self.class_embed(y, x.shape[0], "UNet")  # (B, 4ch)
+        elif y is not None:
+            raise ValueError("UNet: y given, but this network is unconditional (num_classes=0)")
         emb = F.silu(emb)  # every block applies SiLU before its projection: do it once here
 
         h = self.conv_in(x)  # (B, ch, H, W)
