@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from .gaussians import randn_like, reparameterize
-from .schedules import NoiseSchedule, extract
+from .schedules import NoiseSchedule, check_finite, extract
 
 __all__ = ["q_step", "q_sample_chain", "q_mean_variance", "q_sample"]
 
@@ -38,6 +38,7 @@ def _check_data(x: Tensor, name: str = "x") -> None:
         raise ValueError(f"{name} must have shape (B, ...) with B >= 1, got {tuple(x.shape)}")
     if not x.dtype.is_floating_point:
         raise ValueError(f"{name} must be a floating-point tensor, got dtype {x.dtype}")
+    check_finite(x, name)
 
 
 def q_step(schedule: NoiseSchedule, x_prev: Tensor, t: int | Tensor,

@@ -86,6 +86,13 @@ def discretized_gaussian_log_likelihood(x: Tensor, mean: Tensor, log_scale: Tens
         x: data already scaled to [-1, 1] on the 8-bit grid, shape (...).
         mean, log_scale: the decoder's mean and log standard deviation, broadcastable.
     """
+    try:
+        shape = torch.broadcast_shapes(x.shape, mean.shape, log_scale.shape)
+    except RuntimeError:
+        shape = None
+    if shape != x.shape:
+        raise ValueError(f"mean {tuple(mean.shape)} and log_scale {tuple(log_scale.shape)} must "
+                         f"broadcast to x's shape {tuple(x.shape)}")
     half_bin = 1.0 / (num_bins - 1)
     inv_std = torch.exp(-log_scale)
     upper = (x - mean + half_bin) * inv_std

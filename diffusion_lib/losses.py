@@ -92,7 +92,7 @@ def prior_bpd(schedule: NoiseSchedule, x0: Tensor) -> Tensor:
     """L_T = KL(q(x_T | x_0) || N(0, I)) in bits per dimension, per example (B,).
 
     Has no parameters (Ho et al. 2020, Sec. 3.1); for the default schedule it is
-    below 1e-4 bits/dim on data in [-1, 1].
+    below 1e-4 bits/dim on data in [-1, 1]. NaN or inf in a CPU ``x0`` is a ValueError.
     """
     t = torch.full((x0.shape[0],), schedule.num_timesteps - 1, dtype=torch.long, device=x0.device)
     mean, variance = q_mean_variance(schedule, x0, t)

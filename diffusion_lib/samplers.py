@@ -22,7 +22,7 @@ from .gaussians import randn_like
 from .losses import Model
 from .reverse import (PredictionType, VarianceType, model_output_to_x0_eps, p_mean_variance,
                       predict_eps_from_x0)
-from .schedules import NoiseSchedule, extract
+from .schedules import NoiseSchedule, check_finite, extract
 
 __all__ = ["p_sample", "p_sample_loop", "ddim_timesteps", "ddim_step", "ddim_sample_loop"]
 
@@ -30,13 +30,26 @@ __all__ = ["p_sample", "p_sample_loop", "ddim_timesteps", "ddim_step", "ddim_sam
 def _call_model(model: Model, x: Tensor, t: Tensor) -> Tensor:
     out = model(x, t)
     if out.shape != x.shape:
-        raise ValueError(f"model(x_t, t) returned shape {tuple(out.shape)}, expected {tuple(x.shape)}")
+        raise ValueError(f"model(x_t, t) returned shape {tuple(out.shape)}, "
+                         f"expected {tuple(x.shape)}")
     return out.to(x.dtype)
+
+
+def _check_result(x: Tensor) -> Tensor:
+    """Once per sampling loop, on any device (one sync at the end, none per step; on the
+    CPU each step already checks its x_t)."""
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("sampling produced NaN or inf values: the model's output is not "
+                         "finite somewhere along the chain")
+    return x
 
 
 def _start(schedule: NoiseSchedule, shape: Sequence[int] | None, x_T: Tensor | None,
            generator: torch.Generator | None) -> Tensor:
     if x_T is not None:
+        if not isinstance(x_T, Tensor) or not x_T.dtype.is_floating_point or x_T.ndim < 1:
+            raise ValueError("x_T must be a floating-point tensor of shape (B, ...)")
+        check_finite(x_T, "x_T")
         return x_T
     if shape is None:
         raise ValueError("give either shape or x_T")
@@ -55,8 +68,10 @@ def p_sample(schedule: NoiseSchedule, model: Model, x_t: Tensor, t: Tensor,
     """One reverse step x_{t-1} ~ p_theta(x_{t-1} | x_t), Algorithm 2, line 4.
 
     x_{t-1} = mu_theta(x_t, t) + sigma_t z, with z = 0 at the last step (t = 0,
-    0-indexed), where the mean is returned as the sample.
+    0-indexed), where the mean is returned as the sample. NaN or inf in a CPU ``x_t`` is
+    a ValueError (:func:`~diffusion_lib.schedules.check_finite`).
     """
+    check_finite(x_t, "x_t")
     out = _call_model(model, x_t, t)
     p = p_mean_variance(schedule, out, x_t, t, prediction_type, variance_type, clip_denoised)
     if noise is None:
@@ -88,6 +103,7 @@ def p_sample_loop(schedule: NoiseSchedule, model: Model, shape: Sequence[int] | 
                      generator=generator)
         if path is not None:
             path.append(x)
+    _check_result(x)
     return torch.stack(path) if path is not None else x
 
 
@@ -116,6 +132,31 @@ def _check_timesteps_sequence(timesteps: Sequence[int], num_timesteps: int) -> l
     return ts
 
 
+def _check_ddim_args(schedule: NoiseSchedule, model_output: Tensor, x_t: Tensor, t: Tensor,
+                     t_prev: Tensor, eta: float) -> None:
+    if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0 <= eta < float("inf"):
+        raise ValueError(f"eta must be a finite number >= 0, got {eta!r}")
+    if not isinstance(model_output, Tensor) or model_output.shape != x_t.shape:
+        shape = tuple(model_output.shape) if isinstance(model_output, Tensor) else model_output
+        raise ValueError(f"model_output must have x_t's shape {tuple(x_t.shape)}, got {shape}")
+    check_finite(x_t, "x_t")
+    if not isinstance(t_prev, Tensor) or t_prev.dtype.is_floating_point or t_prev.dtype == torch.bool:
+        raise ValueError("t_prev must be an integer tensor of shape (B,)")
+    if t_prev.shape != (x_t.shape[0],):
+        raise ValueError(f"t_prev must have shape (B,) = ({x_t.shape[0]},) to match x_t of shape "
+                         f"{tuple(x_t.shape)}, got {tuple(t_prev.shape)}")
+    if t_prev.device != x_t.device:
+        raise ValueError(f"t_prev is on {t_prev.device} but x_t is on {x_t.device}")
+    if t_prev.device.type == "cpu" and isinstance(t, Tensor) and t.shape == t_prev.shape:
+        if bool((t_prev < -1).any()):
+            raise ValueError(f"t_prev must be >= -1 (-1 means the data x_0), got "
+                             f"{int(t_prev.min())}")
+        if bool((t_prev >= t).any()):
+            i = int((t_prev >= t).nonzero()[0])
+            raise ValueError(f"t_prev must be earlier than t (t_prev < t): got t_prev = "
+                             f"{int(t_prev[i])} at t = {int(t[i])}")
+
+
 @torch.no_grad()
 def ddim_step(schedule: NoiseSchedule, model_output: Tensor, x_t: Tensor, t: Tensor,
               t_prev: Tensor, eta: float = 0.0, prediction_type: PredictionType = "epsilon",
@@ -129,22 +170,31 @@ def ddim_step(schedule: NoiseSchedule, model_output: Tensor, x_t: Tensor, t: Ten
 
     Args:
         model_output: the network's output at (x_t, t), x_t's shape.
-        t, t_prev: (B,) long tensors, 0-indexed, t_prev < t.
+        t, t_prev: (B,) long tensors, 0-indexed, -1 <= t_prev < t (values are checked for
+            CPU tensors, where that costs no device sync).
+        eta: >= 0; 0 is deterministic, 1 is DDPM's posterior variance on the full sequence.
+
+    ``1 - alpha_bar`` comes from the schedule's float64-derived buffer, not from a float32
+    subtraction (which loses 1.7e-4 of it at t = 0).
     """
+    _check_ddim_args(schedule, model_output, x_t, t, t_prev, eta)
     # 1. predicted x_0 and eps, Eq. (9) of the DDIM paper
     pred_x0, pred_eps = model_output_to_x0_eps(schedule, model_output, x_t, t, prediction_type)
     if clip_denoised:
         pred_x0 = pred_x0.clamp(-1.0, 1.0)
         pred_eps = predict_eps_from_x0(schedule, x_t, t, pred_x0)
-    # 2. alpha_bar at t and at t_prev (1 for t_prev = -1)
+    # 2. alpha_bar and 1 - alpha_bar at t and at t_prev (1 and 0 for t_prev = -1), (B, 1, ...)
+    data = t_prev.reshape(-1, *([1] * (x_t.ndim - 1))) < 0
+    prev = t_prev.clamp(min=0)
     ab_t = extract(schedule.alpha_bars, t, x_t)
-    ab_prev = torch.where(t_prev.reshape(ab_t.shape) >= 0,
-                          extract(schedule.alpha_bars, t_prev.clamp(min=0), x_t),
-                          torch.ones_like(ab_t))
-    # 3. sigma, Eq. (16)
-    sigma = eta * ((1 - ab_prev) / (1 - ab_t) * (1 - ab_t / ab_prev)).clamp(min=0).sqrt()
+    one_minus_ab_t = extract(schedule.one_minus_alpha_bars, t, x_t)
+    ab_prev = torch.where(data, 1.0, extract(schedule.alpha_bars, prev, x_t))
+    one_minus_ab_prev = torch.where(data, 0.0, extract(schedule.one_minus_alpha_bars, prev, x_t))
+    # 3. sigma, Eq. (16); 1 - ab_t / ab_prev = ((1 - ab_t) - (1 - ab_prev)) / ab_prev
+    sigma = eta * (one_minus_ab_prev / one_minus_ab_t
+                   * (one_minus_ab_t - one_minus_ab_prev) / ab_prev).clamp(min=0).sqrt()
     # 4. the update, Eq. (12)
-    direction = (1 - ab_prev - sigma ** 2).clamp(min=0).sqrt() * pred_eps
+    direction = (one_minus_ab_prev - sigma ** 2).clamp(min=0).sqrt() * pred_eps
     x_prev = ab_prev.sqrt() * pred_x0 + direction
     if eta > 0:
         if noise is None:
@@ -186,4 +236,5 @@ def ddim_sample_loop(schedule: NoiseSchedule, model: Model, shape: Sequence[int]
                       generator=generator)
         if path is not None:
             path.append(x)
+    _check_result(x)
     return torch.stack(path) if path is not None else x

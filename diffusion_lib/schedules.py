@@ -211,6 +211,21 @@ def extract(buffer: Tensor, t: Tensor, x: Tensor) -> Tensor:
     return out.to(x.dtype).reshape(x.shape[0], *([1] * (x.ndim - 1)))
 
 
+def check_finite(x: Tensor, name: str) -> None:
+    """Raise ValueError if a CPU tensor holds NaN or inf.
+
+    Where NaNs are caught: reading a value back costs a device sync on a GPU, so the
+    per-step functions (``q_sample``, ``p_sample``, ``ddim_step``, the bound's terms)
+    check their inputs only when they are CPU tensors, where the check is a cheap pass
+    over memory. On any device the sampling loops check their result once, at the end,
+    and training checks the loss once per log window (:mod:`diffusion_lib.training`).
+    """
+    if x.device.type == "cpu" and x.dtype.is_floating_point and not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(f"{name} holds {bad} NaN or inf value(s) of {x.numel()}; "
+                         f"expected finite numbers")
+
+
 def check_timesteps(t: Tensor, x: Tensor, num_timesteps: int) -> None:
     """Raise ValueError unless t is an integer tensor of shape (B,) in [0, T).
 

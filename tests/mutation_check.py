@@ -9,7 +9,7 @@ MUTS = [
     ("schedules.py", "posterior_variance = b * (1.0 - alpha_bars_prev) / (1.0 - alpha_bars)", "posterior_variance = b * (1.0 - alpha_bars_prev)", "posterior variance: drop 1/(1-ab_t)"),
     ("reverse.py", "mean = (x_t - coef * pred_eps)", "mean = (x_t + coef * pred_eps)", "Eq. 11 mean: sign of eps"),
     ("reverse.py", "return (extract(schedule.sqrt_recip_alpha_bars, t, x_t) * x_t\n            - extract(schedule.sqrt_recipm1_alpha_bars, t, x_t) * eps)", "return (extract(schedule.sqrt_recip_alpha_bars, t, x_t) * x_t\n            + extract(schedule.sqrt_recipm1_alpha_bars, t, x_t) * eps)", "x0 from eps: sign"),
-    ("samplers.py", "(1 - ab_t / ab_prev)).clamp(min=0).sqrt()", "(1 - ab_t / ab_prev)).clamp(min=0)", "DDIM sigma: drop sqrt"),
+    ("samplers.py", "(one_minus_ab_t - one_minus_ab_prev) / ab_prev).clamp(min=0).sqrt()", "(one_minus_ab_t - one_minus_ab_prev) / ab_prev).clamp(min=0)", "DDIM sigma: drop sqrt"),
     ("gaussians.py", "(mean1 - mean2) ** 2 * torch.exp(-logvar2)", "(mean1 - mean2) ** 2 * torch.exp(logvar2)", "normal_kl: precision vs variance"),
     ("losses.py", "return mean_flat(kl) / math.log(2.0)", "return mean_flat(kl)", "L_T: nats not bits"),
     ("oracle.py", "return -s.reshape(-1, *([1] * (x_t.ndim - 1))) * self.score(x_t, t)", "return s.reshape(-1, *([1] * (x_t.ndim - 1))) * self.score(x_t, t)", "oracle eps: sign of score"),

@@ -143,3 +143,14 @@ def test_l_simple_draws_t_and_noise_from_the_generator():
         l_simple(s, lambda x, t: x[:, :1], x0)
     with pytest.raises(ValueError, match="prediction_type"):
         l_simple(s, model, x0, prediction_type="score")
+
+
+def test_discretized_likelihood_rejects_shapes_that_do_not_broadcast_to_x():
+    from diffusion_lib import discretized_gaussian_log_likelihood
+    x = torch.zeros(2, 3)
+    with pytest.raises(ValueError, match=r"broadcast to x's shape \(2, 3\)"):
+        discretized_gaussian_log_likelihood(x, torch.zeros(2, 4), torch.zeros(2, 3))
+    with pytest.raises(ValueError, match="broadcast"):
+        discretized_gaussian_log_likelihood(x, torch.zeros(5, 2, 3), torch.zeros(1))
+    out = discretized_gaussian_log_likelihood(x, torch.zeros(2, 3), torch.zeros(2, 1))
+    assert out.shape == (2, 3)

@@ -162,3 +162,64 @@ def test_sampler_bad_inputs(call, words):
     s = NoiseSchedule.linear()
     with pytest.raises(ValueError, match=words):
         call(s, lambda x, t: torch.zeros_like(x))
+
+
+# ---------------------------------------------------------------- ddim_step's own checks
+
+def _ddim_args(B=3, D=2):
+    x = torch.randn(B, D, generator=gen(5))
+    return x, torch.zeros_like(x), torch.full((B,), 10, dtype=torch.long)
+
+
+@pytest.mark.parametrize("t_prev, eta, words", [
+    (torch.full((3,), 11, dtype=torch.long), 0.0, r"t_prev < t.*t_prev = 11 at t = 10"),
+    (torch.full((3,), 10, dtype=torch.long), 0.0, r"t_prev < t"),
+    (torch.full((3,), -2, dtype=torch.long), 0.0, r">= -1"),
+    (torch.full((3,), 5, dtype=torch.long), -0.5, r"eta must be a finite number >= 0"),
+    (torch.full((3,), 5, dtype=torch.long), float("nan"), r"eta must be"),
+    (torch.full((4,), 5, dtype=torch.long), 0.0, r"t_prev must have shape \(B,\) = \(3,\)"),
+    (torch.full((3,), 5.0), 0.0, r"t_prev must be an integer tensor"),
+])
+def test_ddim_step_rejects_bad_t_prev_and_eta(t_prev, eta, words):
+    x, out, t = _ddim_args()
+    with pytest.raises(ValueError, match=words):
+        ddim_step(NoiseSchedule.linear(), out, x, t, t_prev, eta=eta)
+
+
+def test_ddim_step_takes_one_minus_alpha_bar_from_the_float64_buffer():
+    """x_t = sqrt(1 - ab_t) eps gives x0_hat = 0, so a DDIM step to t_prev = 0 lands on
+    sqrt(1 - ab_0) eps: 0.01 eps exactly. 1 - ab_0 formed in float32 is off by 1.7e-4."""
+    s = NoiseSchedule.linear()                                       # float32 buffers
+    eps = torch.ones(1, 1)
+    t, t_prev = torch.tensor([1]), torch.tensor([0])
+    x_t = s.sqrt_one_minus_alpha_bars[1] * eps
+    x_prev = ddim_step(s, eps, x_t, t, t_prev, eta=0.0)
+    exact = math.sqrt(1 - (1 - 1e-4))                                # float64: 0.01
+    assert abs(x_prev.item() / exact - 1) < 1e-5
+    assert abs(math.sqrt(1 - np.float32(1 - 1e-4)) / exact - 1) > 5e-5   # what float32 gave
+
+
+def test_nan_inputs_and_nan_models_are_caught():
+    """NaN in: ValueError on the CPU at every entry point; NaN out of a model: ValueError at
+    the end of a sampling loop (one check per loop, no per-step sync on a GPU)."""
+    from diffusion_lib import prior_bpd, q_sample
+    s = NoiseSchedule.linear(20)
+    x = torch.zeros(4, 2)
+    x[1, 0] = float("nan")
+    zero = lambda x, t: torch.zeros_like(x)  # noqa: E731
+    t = torch.full((4,), 3, dtype=torch.long)
+    with pytest.raises(ValueError, match="x0 holds 1 NaN or inf"):
+        q_sample(s, x, t)
+    with pytest.raises(ValueError, match="x_t holds 1 NaN"):
+        p_sample(s, zero, x, t)
+    with pytest.raises(ValueError, match="x0 holds 1 NaN"):
+        prior_bpd(s, x)
+    with pytest.raises(ValueError, match="x_t holds"):
+        ddim_step(s, torch.zeros_like(x), x, t, t - 1)
+    with pytest.raises(ValueError, match="x_T holds"):
+        p_sample_loop(s, zero, x_T=x, progress=False)
+    nan_model = lambda x, t: torch.full_like(x, float("nan"))  # noqa: E731
+    with pytest.raises(ValueError, match="NaN"):
+        p_sample_loop(s, nan_model, (4, 2), generator=gen(), progress=False)
+    with pytest.raises(ValueError, match="NaN"):
+        ddim_sample_loop(s, nan_model, (4, 2), num_steps=1, generator=gen(), progress=False)
