@@ -8,7 +8,7 @@ EXTRAS ?= test,book
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test book browser-test install clean mutation lint
+.PHONY: test book browser-test install clean mutation lint base-install-check
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -51,8 +51,8 @@ mutation: $(STAMP)
 	$(PY) tests/mutation_check.py
 
 # Style and workflow checks: ruff (rules E, F, W, I, set in pyproject.toml) on the Python
-# files, actionlint on the GitHub workflows. The `lint` extra adds both to .venv; the
-# actionlint wheel carries its binary, so nothing is downloaded at install time.
+# files, the GitHub workflows against the workflow schema that check-jsonschema vendors
+# (offline). The `lint` extra adds both to .venv.
 LINT_STAMP := $(VENV)/.installed-lint
 
 $(LINT_STAMP): $(STAMP)
@@ -61,4 +61,10 @@ $(LINT_STAMP): $(STAMP)
 
 lint: $(LINT_STAMP)
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/actionlint .github/workflows/*.yml
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+
+# The package as users install it (no extras): build the wheel, install it into a fresh
+# venv with its base dependencies only, and run every CLI command from outside the
+# checkout, asserting exit codes and no traceback (.ci/base_install_check.sh, ~2 min).
+base-install-check:
+	PYTHON=$(PYTHON) TORCH="$(TORCH)" bash .ci/base_install_check.sh
