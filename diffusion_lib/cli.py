@@ -7,6 +7,10 @@
   ``.npy`` in the data's own space or a ``.png`` picture.
 * ``evaluate``: sample quality and likelihood with :mod:`diffusion_lib.metrics`.
 
+A run trained with ``--conditional`` samples given classes, ``sample --label K`` (several
+``--label``, or ``--label all``), with classifier-free guidance ``--guidance W``
+(Ho & Salimans 2022, chapter 9); without ``--label`` it samples unconditionally.
+
 A user mistake (a bad value, an unknown dataset, a run folder without a checkpoint...)
 prints one line, ``error: ...``, to stderr and exits with code 2, having written nothing.
 Exit codes: 0 done; 2 a user mistake, bad data or a bad run folder (found before any
@@ -135,6 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--schedule", choices=("linear", "cosine"), default="linear")
     t.add_argument("--num-timesteps", type=pos, default=1000, help="T (default 1000)")
     t.add_argument("--prediction-type", choices=("epsilon", "x0", "v"), default="epsilon")
+    t.add_argument("--conditional", action="store_true",
+                   help="class-conditional on the data's labels, for sample --label and "
+                        "--guidance (labelled data: the image sets, 8gaussians, moons, a .npz "
+                        "with x and y, a folder with a sub-folder per class)")
+    t.add_argument("--p-uncond", type=_float_range(0, 1),
+                   help="with --conditional: the share of labels dropped to 'no class', so "
+                        "one network also learns the unconditional model (default 0.1)")
     t.add_argument("--seed", type=nonneg, default=0)
     t.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     t.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
@@ -163,7 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    "points, uint8 (N, H, W, C) images); .png: a picture.")
     s.add_argument("--run", required=True, metavar="RUN_DIR")
     s.add_argument("--num-samples", type=pos, required=True)
-    s.add_argument("--out", required=True, metavar="FILE", help=".npy or .png")
+    s.add_argument("--out", required=True, metavar="FILE",
+                   help=".npy, .png, or .npz (samples x, and labels y with --label)")
+    s.add_argument("--label", action="append", metavar="K",
+                   help="a conditional run: the class to sample (a number 0..K-1 or a class "
+                        "name), --num-samples of each; repeat it, or 'all' for every class")
     _sampling_args(s, pos)
 
     e = sub.add_parser("evaluate", help="sample quality and likelihood of a run",
@@ -181,6 +196,9 @@ def _sampling_args(p, pos) -> None:
     p.add_argument("--steps", type=pos, help="DDIM steps (default 50)")
     p.add_argument("--eta", type=_float_range(0), default=None, help="DDIM eta (default 0)")
     p.add_argument("--seed", type=_int_at_least(0), default=0)
+    p.add_argument("--guidance", type=_float_range(0), metavar="W",
+                   help="a conditional run: classifier-free guidance weight w, (1 + w) "
+                        "eps(x, y) - w eps(x) (default 0: the conditional model)")
     p.add_argument("--no-ema", action="store_true", help="the raw weights, not their EMA")
     p.add_argument("--batch-size", type=pos)
     p.add_argument("--device", default="auto")
@@ -190,7 +208,7 @@ def _sampling_args(p, pos) -> None:
 
 def _check_writable(path: Path, what: str) -> None:
     """UsageError unless ``path`` can be created: probe the nearest existing folder above it."""
-    parent = path
+    parent = path.parent if path.is_file() else path      # an existing file is overwritten
     try:
         while not parent.exists():
             if parent.parent == parent:
@@ -209,6 +227,8 @@ def _cmd_train(args) -> int:
     from .training import TrainConfig, train
 
     out = Path(args.out).expanduser()
+    if args.p_uncond is not None and not args.conditional:
+        raise UsageError("--p-uncond is for --conditional training")
     try:
         if out.exists() and not out.is_dir():
             raise UsageError(f"--out {out} is a file; give a folder for the run")
@@ -231,7 +251,8 @@ def _cmd_train(args) -> int:
         compile=args.compile, checkpoint_every=args.checkpoint_every,
         sample_every=args.sample_every, log_every=args.log_every, num_preview=args.num_preview,
         preview_sampler=args.preview_sampler, preview_steps=args.preview_steps,
-        progress=not args.no_progress)
+        progress=not args.no_progress, conditional=args.conditional,
+        **({} if args.p_uncond is None else {"p_uncond": args.p_uncond}))
     result = train(config)
     if os.environ.get("RANK", "0") == "0" and result.steps.size:        # rank 0 reports
         print(f"trained {result.config.dataset} to step {result.step} in {result.seconds:.1f} s, "
@@ -250,7 +271,31 @@ def _load_for_sampling(args):
     T = run.config["num_timesteps"]
     if args.sampler == "ddim" and args.steps is not None and args.steps > T:
         raise UsageError(f"--steps {args.steps} is more than the run's T = {T} diffusion steps")
+    asked = [f for f, v in (("--label", getattr(args, "label", None)),
+                            ("--guidance", args.guidance)) if v is not None]
+    if asked and not run.data.get("num_classes"):
+        raise UsageError(f"{' and '.join(asked)}: {args.run} holds an unconditional run; "
+                         f"train with --conditional to sample classes")
     return run
+
+
+def _labels(run, texts: list[str]) -> list[int]:
+    """The classes that --label names: numbers 0..K-1, class names, or 'all'."""
+    names = run.data["class_names"]
+    K = len(names)
+    if "all" in texts:
+        return list(range(K))
+    labels = []
+    for text in texts:
+        if text in names:
+            labels.append(names.index(text))
+        elif text.strip().lstrip("-").isdigit() and 0 <= int(text) < K:
+            labels.append(int(text))
+        else:
+            shown = ", ".join(names[:12]) + (", ..." if K > 12 else "")
+            raise UsageError(f"--label {text}: not a class of this run; expected 0..{K - 1}, "
+                             f"a class name ({shown}) or 'all'")
+    return list(dict.fromkeys(labels))
 
 
 def _draw(run, args, num_samples: int):
@@ -262,6 +307,19 @@ def _draw(run, args, num_samples: int):
     return to_data_space(x, run.data)
 
 
+def _draw_classes(run, args, num_per_class: int, labels: list[int]):
+    """num_per_class guided samples of each class, in the data's space, and their labels."""
+    from .training import to_data_space
+    from .training.conditional import generate_per_class
+    x, y = generate_per_class(run.model, run.schedule, tuple(run.data["sample_shape"]),
+                              num_per_class, labels, guidance_scale=args.guidance or 0.0,
+                              kind=run.data["kind"], sampler=args.sampler, steps=args.steps,
+                              eta=args.eta or 0.0, seed=args.seed, batch_size=args.batch_size,
+                              prediction_type=run.config["prediction_type"],
+                              progress=not args.no_progress)
+    return to_data_space(x, run.data), y.numpy()
+
+
 def _cmd_sample(args) -> int:
     import numpy as np
 
@@ -269,23 +327,40 @@ def _cmd_sample(args) -> int:
     from .training.checkpoint import atomic_write_bytes
 
     out = Path(args.out).expanduser()
-    if out.suffix.lower() not in (".npy", ".png"):
-        raise UsageError(f"--out must end in .npy or .png, got {out.name!r}")
+    suffix = out.suffix.lower()
+    if suffix not in (".npy", ".png", ".npz"):
+        raise UsageError(f"--out must end in .npy or .png (or .npz), got {out.name!r}")
     if out.is_dir():
         raise UsageError(f"--out {out} is a folder; give a file name ending in .npy or .png")
+    if args.guidance is not None and not args.label:
+        raise UsageError("--guidance needs --label: the class to guide towards")
     _check_writable(out, "output file")
     run = _load_for_sampling(args)
-    samples = _draw(run, args, args.num_samples)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix.lower() == ".npy":
-        buffer = io.BytesIO()
-        np.save(buffer, samples)
-        atomic_write_bytes(out, buffer.getvalue())
+    labels = None
+    if args.label:
+        samples, labels = _draw_classes(run, args, args.num_samples, _labels(run, args.label))
     else:
-        how = "DDPM" if args.sampler == "ddpm" else f"DDIM {args.steps or 50} steps"
+        samples = _draw(run, args, args.num_samples)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    how = "DDPM" if args.sampler == "ddpm" else f"DDIM {args.steps or 50} steps"
+    if suffix in (".npy", ".npz"):
+        buffer = io.BytesIO()
+        if suffix == ".npy":                            # classes one after the other
+            np.save(buffer, samples)
+        else:
+            np.savez(buffer, x=samples, **({} if labels is None else {"y": labels}))
+        atomic_write_bytes(out, buffer.getvalue())
+    elif labels is not None:
+        from .training.conditional import save_class_png
+        guided = f", guidance {args.guidance:g}" if args.guidance else ""
+        save_class_png(samples, labels, out, kind=run.data["kind"],
+                       class_names=run.data["class_names"],
+                       title=f"{run.data['name']}, step {run.step}, {how}{guided}")
+    else:
         save_png(samples, out, kind=run.data["kind"],
                  title=f"{run.data['name']}, step {run.step}, {how}")
-    print(f"wrote {len(samples)} samples {samples.dtype} {samples.shape[1:]} to {out}")
+    which = "" if labels is None else f" of {len(set(labels.tolist()))} classes"
+    print(f"wrote {len(samples)} samples{which} {samples.dtype} {samples.shape[1:]} to {out}")
     return 0
 
 
@@ -315,12 +390,27 @@ def _cmd_evaluate(args) -> int:
                        model=run.model, schedule=run.schedule, seed=args.seed,
                        device=run.schedule.betas.device, prediction_type=cfg["prediction_type"],
                        classifier_path=Path(args.run) / metrics.CLASSIFIER_FILENAME)
+    if run.data.get("num_classes"):             # a conditional run: each class's samples too
+        K = run.data["num_classes"]
+        x, y = _draw_classes(run, args, max(1, num // K), list(range(K)))
+        if kind == "points":
+            report.update(metrics.class_report(x, y, load("test"), seed=args.seed))
+        else:
+            train_set, test_set = load("train"), load("test")
+            classifier, _ = metrics.train_feature_classifier(
+                train_set, test_set, seed=args.seed, device=run.schedule.betas.device,
+                cache_path=Path(args.run) / metrics.CLASSIFIER_FILENAME)
+            report.update(metrics.class_report(x, y, train_set, seed=args.seed,
+                                               classifier=classifier, dataset_test=test_set))
+        report["guidance"] = args.guidance or 0.0
     result = {"run": str(Path(args.run).resolve()), "step": run.step, "num_samples": num,
               "seed": args.seed, "sampler": args.sampler, "sampler_steps": args.steps,
               "ema": not args.no_ema, **report}
     width = max(len(k) for k in result)
     for key, value in result.items():
         shown = f"{value:.5g}" if isinstance(value, float) else value
+        if isinstance(value, list) and value and isinstance(value[0], float):
+            shown = " ".join(f"{v:.3g}" for v in value)
         print(f"{key:<{width}}  {shown}")
     json_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(json_path, json.dumps(result, indent=2, default=_jsonable) + "\n")

@@ -10,11 +10,15 @@
   Inception FID through torchmetrics.
 * :mod:`.images` -- ``bits_per_dim`` (Ho et al. 2020, from the variational bound of
   :mod:`diffusion_lib.losses`) and ``image_report`` (chapter 7).
+* :mod:`.conditional` -- ``class_report`` for class-conditional samples (chapter 9): the
+  share of each class's samples a held-out classifier puts in that class, their quality
+  within the class, and ``coverage`` (Naeem et al. 2020).
 
 Every score comes with a floor: what real data reaches at the same sample size, so a
 number can be read without a table of published results.
 """
 
+from .conditional import class_report, coverage, labelled_reference, nearest_class
 from .distances import (energy_distance, frechet_distance, gaussian_frechet_distance, mmd_rbf,
                         nearest_neighbour_distance)
 from .features import (CLASSIFIER_FILENAME, ClassifierConfig, FeatureClassifier,
@@ -31,4 +35,5 @@ __all__ = [
     "save_feature_classifier", "load_feature_classifier", "extract_features",
     "classifier_accuracy", "inception_fid", "CLASSIFIER_FILENAME",
     "bits_per_dim", "image_report",
+    "nearest_class", "coverage", "labelled_reference", "class_report",
 ]

@@ -57,6 +57,8 @@ class TrainConfig:
     schedule: Literal["linear", "cosine"] = "linear"   # variance schedule (DDPM: linear)
     num_timesteps: int = 1000                  # T; toys keep the paper's 1000 too
     prediction_type: Literal["epsilon", "x0", "v"] = "epsilon"   # L_simple's target (Eq. 14: eps)
+    conditional: bool = False                  # class-conditional on the data's labels (ch. 9)
+    p_uncond: float = 0.1                      # label dropout to "no class" (Ho & Salimans: 0.1)
     seed: int = 0                              # model init, batches, t, noise and dropout
     device: str = "auto"                       # "auto": cuda, then mps, then cpu
     precision: Literal["fp32", "bf16"] = "fp32"   # bf16 autocast: CUDA, CPUs with native bf16
@@ -106,6 +108,10 @@ class TrainConfig:
         if self.lr_decay is not None:
             _choice(self, "lr_decay", ("none", "cosine"))
         _choice(self, "prediction_type", ("epsilon", "x0", "v"))
+        if not isinstance(self.conditional, bool):
+            raise ConfigError(f"conditional must be True or False, got {self.conditional!r}")
+        if not (_is_number(self.p_uncond) and 0 <= self.p_uncond < 1):
+            raise ConfigError(f"p_uncond must be a number in [0, 1), got {self.p_uncond!r}")
         _choice(self, "precision", ("fp32", "bf16"))
         if self.preview_sampler is not None:
             _choice(self, "preview_sampler", ("ddpm", "ddim"))
@@ -274,6 +280,15 @@ def resolve_config(config: TrainConfig, dataset, device_type: str = "cpu") -> Tr
         if H != W:
             raise ConfigError(f"the U-Net needs square images, got {H}x{W}; crop or resize them")
         overrides = _fit_unet(base, overrides, C, H)
+    if "num_classes" in overrides:
+        raise ConfigError("num_classes is set from the data's labels: train with conditional=True "
+                          "(--conditional) instead of a num_classes override")
+    if config.conditional:
+        if dataset.num_classes is None:
+            from ..data import LABELS_HINT
+            raise ConfigError(f"conditional training needs class labels, and {config.dataset} "
+                              f"has none; {LABELS_HINT}")
+        overrides["num_classes"] = dataset.num_classes
     valid = [f.name for f in dataclasses.fields(base)]
     unknown = sorted(set(overrides) - set(valid))
     if unknown:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import signal
@@ -44,12 +45,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..data import Dataset, load_dataset
+from ..guidance import ClassifierFreeGuidance
 from ..losses import l_simple
 from ..models import build_model, model_config_dict
 from ..schedules import NoiseSchedule
 from . import distributed
 from .checkpoint import (CHECKPOINT_DIR, CheckpointError, atomic_write_text, latest_checkpoint,
                          load_checkpoint, load_state, remove_temporaries, save_checkpoint)
+from .conditional import drop_labels
 from .config import RESUMABLE_FIELDS, ConfigError, TrainConfig, resolve_config
 from .ema import EMA
 from .precision import autocast, check_precision
@@ -95,9 +98,20 @@ class TrainResult:
 
     def sample(self, num_samples: int, *, sampler: str = "ddpm", steps: int | None = None,
                eta: float = 0.0, seed: int = 0, use_ema: bool = True,
-               progress: bool = False) -> np.ndarray:
-        """Samples in the data's own space: float32 (N, D) points or uint8 (N, H, W, C)."""
-        x = generate(self.ema_model if use_ema else self.model, self.schedule,
+               progress: bool = False, label: int | None = None,
+               guidance_scale: float = 0.0) -> np.ndarray:
+        """Samples in the data's own space: float32 (N, D) points or uint8 (N, H, W, C).
+
+        A conditional run (``config.conditional``) samples class ``label`` with
+        classifier-free guidance of weight ``guidance_scale`` (chapter 9), or without a
+        label from its unconditional branch.
+        """
+        model = self.ema_model if use_ema else self.model
+        if label is not None:
+            model = ClassifierFreeGuidance(model, label, guidance_scale)
+        elif guidance_scale:
+            raise ValueError("guidance_scale needs a label: the class to guide towards")
+        x = generate(model, self.schedule,
                      self.dataset.sample_shape, num_samples, kind=self.dataset.kind,
                      sampler=sampler, steps=steps, eta=eta, seed=seed,
                      prediction_type=self.config.prediction_type, progress=progress)
@@ -127,17 +141,24 @@ def step_seeds(seed: int, step: int, rank: int) -> tuple[int, int]:
     return ((w[0] << 32) | w[1]) & (2**63 - 1), ((w[2] << 32) | w[3]) & (2**63 - 1)
 
 
-def data_info(dataset: Dataset) -> dict[str, Any]:
-    """What sampling needs to know of the data, saved in every checkpoint."""
+def data_info(dataset: Dataset, conditional: bool = False) -> dict[str, Any]:
+    """What sampling needs to know of the data, saved in every checkpoint (with the classes
+    of a conditional run)."""
     info = {"name": dataset.name, "kind": dataset.kind, "sample_shape": list(dataset.sample_shape)}
     if dataset.kind == "points":
         info.update(mean=dataset.mean.tolist(), std=dataset.std.tolist())
+    if conditional:
+        info.update(num_classes=dataset.num_classes, class_names=list(dataset.class_names))
     return info
 
 
 def check_resumable(saved: dict[str, Any], config: TrainConfig, where: Path) -> None:
     """CheckpointError unless the saved run used the same settings (bar RESUMABLE_FIELDS)."""
     now = json.loads(json.dumps(config.to_dict()))
+    # a field added after the run was saved has its default there
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)
+                if f.default is not dataclasses.MISSING}
+    saved = {**json.loads(json.dumps(defaults)), **saved}
     diffs = [f"{k}: {saved.get(k)!r} saved, {now[k]!r} now" for k in sorted(now)
              if k not in RESUMABLE_FIELDS and saved.get(k) != now[k]]
     if diffs:
@@ -270,7 +291,7 @@ def _train(config: TrainConfig, info: distributed.DistInfo) -> TrainResult:
         for group in optimizer.param_groups:            # keep this device's kernels
             group["fused"], group["foreach"] = fast.get("fused"), fast.get("foreach")
         _say(f"resuming from {ckpt.path} (step {ckpt.step} of {cfg.steps})", main)
-    data = data_info(dataset)
+    data = data_info(dataset, cfg.conditional)
 
     # 3. the run folder (rank 0 only): space and access checked, what a crash left of a
     #    write removed, config, metrics trimmed to the resumed step
@@ -308,15 +329,23 @@ def _train(config: TrainConfig, info: distributed.DistInfo) -> TrainResult:
             lr = lr_at(step, cfg)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            x0 = dataset.get_batch(step, cfg.batch_size, seed=cfg.seed, rank=info.rank,
-                                   world_size=info.world_size)              # (B, ...)
+            if cfg.conditional:                     # the batch and its labels y (B,)
+                x0, y = dataset.get_labelled_batch(step, cfg.batch_size, seed=cfg.seed,
+                                                   rank=info.rank, world_size=info.world_size)
+            else:
+                x0 = dataset.get_batch(step, cfg.batch_size, seed=cfg.seed, rank=info.rank,
+                                       world_size=info.world_size)          # (B, ...)
             if channels_last:
                 x0 = x0.contiguous(memory_format=torch.channels_last)
             noise_seed, dropout_seed = step_seeds(cfg.seed, step, info.rank)
             generator.manual_seed(noise_seed)                                # t and eps
             torch.manual_seed(dropout_seed)                                  # dropout masks
+            net = train_model
+            if cfg.conditional:                     # label dropout, then eps_theta(x_t, t, y)
+                y = drop_labels(y, cfg.p_uncond, dataset.num_classes, generator)
+                net = functools.partial(train_model, y=y)
             with mixed:
-                loss = l_simple(schedule, train_model, x0, prediction_type=cfg.prediction_type,
+                loss = l_simple(schedule, net, x0, prediction_type=cfg.prediction_type,
                                 generator=generator).mean()                  # Eq. (14)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
