@@ -67,7 +67,7 @@ def q_sample_chain(schedule: NoiseSchedule, x0: Tensor, num_steps: int | None = 
 
     The sequential simulation of Ho et al. 2020, Eq. (2): ``num_steps`` calls of
     :func:`q_step` (default T). Its cost grows linearly with the number of steps,
-    which is why Eq. (4) (:func:`q_sample`) is used in practice (chapter 3).
+    which is why Eq. (4) (:func:`q_sample`, chapter 4) is used in practice.
 
     Returns x after ``num_steps`` steps, shape (B, ...), or with
     ``return_trajectory=True`` the whole path x_0, x_1, ..., shape

@@ -27,7 +27,7 @@ TOC = yaml.safe_load((ROOT / "_toc.yml").read_text())
 CI_PARAMS = yaml.safe_load((BOOK / "params" / "ci.yml").read_text())
 GPU_PARAMS = yaml.safe_load((BOOK / "params" / "gpu.yml").read_text())
 
-ALLOWED_TAGS = {"parameters", "remove-cell", "hide-input", "nbval-ignore-output",
+ALLOWED_TAGS = {"parameters", "remove-cell", "hide-input", "hide-cell", "nbval-ignore-output",
                 "nbval-check-output"}
 # The parameter names shared by every chapter, with their types: one papermill
 # parameter file then works for the whole book.

@@ -20,15 +20,16 @@
 
 # %% COLAB_SETUP
 # %%
-import diffusion_lib as dl
 import torch
+
+import diffusion_lib as dl
+from diffusion_lib.notebook import check_device, check_parameter
 
 # %% tags=["parameters"]
 seed = 0          # every random draw in the chapter comes from this seed
 device = "cpu"    # "cuda" on a GPU runtime
 
 # %% tags=["hide-input"]
-# CHECK_FUNCTIONS
 check_parameter("seed", seed, int, lambda v: v >= 0, "a non-negative int")
 check_device(device)
 print(f"parameters ok: seed={seed}, device={device!r}")

@@ -19,11 +19,13 @@
 
 # %% COLAB_SETUP
 # %%
-import diffusion_lib as dl
 import matplotlib.pyplot as plt
 import torch
 from IPython.display import HTML, display
 from matplotlib import animation
+
+import diffusion_lib as dl
+from diffusion_lib.notebook import check_device, check_parameter
 
 # %% tags=["parameters"]
 seed = 0            # every random draw in the chapter comes from this seed
@@ -31,7 +33,6 @@ device = "cpu"      # "cuda" on a GPU runtime
 num_samples = 1000  # points of the plane in each figure
 
 # %% tags=["hide-input"]
-# CHECK_FUNCTIONS
 check_parameter("seed", seed, int, lambda v: v >= 0, "a non-negative int")
 check_device(device)
 check_parameter("num_samples", num_samples, int, lambda v: v >= 100,

@@ -12,11 +12,13 @@
 # %%
 import inspect
 
-import diffusion_lib as dl
 import matplotlib.pyplot as plt
 import torch
 from IPython.display import HTML, Code, display
 from matplotlib import animation
+
+import diffusion_lib as dl
+from diffusion_lib.notebook import check_device, check_parameter
 
 # %% tags=["parameters"]
 seed = 0            # every random draw in the chapter comes from this seed
@@ -26,7 +28,6 @@ download = False    # let torchvision download mnist, ... into ./data
 num_samples = 2000  # 2-D points, and draws behind each Monte Carlo check
 
 # %% tags=["hide-input"]
-# CHECK_FUNCTIONS
 check_parameter("seed", seed, int, lambda v: v >= 0, "a non-negative int")
 check_device(device)
 check_parameter("dataset", dataset, str,

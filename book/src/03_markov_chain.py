@@ -12,10 +12,12 @@
 import inspect
 import time
 
-import diffusion_lib as dl
 import matplotlib.pyplot as plt
 import torch
 from IPython.display import Code, display
+
+import diffusion_lib as dl
+from diffusion_lib.notebook import check_device, check_parameter
 
 # %% tags=["parameters"]
 seed = 0             # every random draw in the chapter comes from this seed
@@ -23,7 +25,6 @@ device = "cpu"       # "cuda" on a GPU runtime
 num_samples = 10000  # chains run side by side
 
 # %% tags=["hide-input"]
-# CHECK_FUNCTIONS
 check_parameter("seed", seed, int, lambda v: v >= 0, "a non-negative int")
 check_device(device)
 check_parameter("num_samples", num_samples, int, lambda v: v >= 100,

@@ -17,13 +17,15 @@
 import inspect
 import time
 
-import diffusion_lib as dl
 import matplotlib.pyplot as plt
 import torch
+from IPython.display import Code, display
+
+import diffusion_lib as dl
 from diffusion_lib import TrainConfig, train
 from diffusion_lib.data import TOY_NAMES
 from diffusion_lib.metrics import toy_report
-from IPython.display import Code, display
+from diffusion_lib.notebook import check_device, check_parameter
 
 # %% tags=["parameters"]
 seed = 0               # every random draw in the chapter comes from this seed
@@ -34,7 +36,6 @@ batch_size = 512       # examples per step
 num_samples = 1000     # samples drawn from each model (the posterior check uses 200x)
 
 # %% tags=["hide-input"]
-# CHECK_FUNCTIONS
 check_parameter("seed", seed, int, lambda v: v >= 0, "a non-negative int")
 check_device(device)
 check_parameter("dataset", dataset, str, lambda v: len(v) > 0, "a dataset name")
@@ -319,7 +320,7 @@ for name, value in report.items():
 if toy == "8gaussians":
     mixture_run = run
 else:
-    print(f"note: the oracle needs 8gaussians; training a second model on it")
+    print("note: the oracle needs 8gaussians; training a second model on it")
     mixture_run = train(TrainConfig(dataset="8gaussians", steps=train_steps,
                                     batch_size=batch_size, seed=seed, device=device,
                                     out=None, progress=False))

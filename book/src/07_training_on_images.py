@@ -23,18 +23,20 @@ import inspect
 import math
 import time
 
-import diffusion_lib as dl
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from diffusion_lib import TrainConfig, build_model, load_dataset, train
-from diffusion_lib.metrics import extract_features, frechet_distance, train_feature_classifier
-from diffusion_lib.models import PRESETS, UNet, timestep_embedding
-from diffusion_lib.training import DATASET_DEFAULTS, EMA, ema_decay_at
-from diffusion_lib.training.sampling import image_grid
 from IPython.display import HTML, Code, Markdown, clear_output, display
 from matplotlib import animation
 from tqdm.auto import tqdm
+
+import diffusion_lib as dl
+from diffusion_lib import TrainConfig, build_model, load_dataset, train
+from diffusion_lib.metrics import extract_features, frechet_distance, train_feature_classifier
+from diffusion_lib.models import PRESETS, UNet, timestep_embedding
+from diffusion_lib.notebook import check_device, check_parameter
+from diffusion_lib.training import DATASET_DEFAULTS, EMA, ema_decay_at
+from diffusion_lib.training.sampling import image_grid
 
 # %% tags=["parameters"]
 seed = 0               # every random draw in the chapter comes from this seed
@@ -46,7 +48,6 @@ batch_size = 64        # images per step
 num_samples = 128      # samples behind the Frechet distance (at most 128 on a CPU)
 
 # %% tags=["hide-input"]
-# CHECK_FUNCTIONS
 check_parameter("seed", seed, int, lambda v: v >= 0, "a non-negative int")
 check_device(device)
 check_parameter("dataset", dataset, str,

@@ -23,13 +23,15 @@
 import inspect
 import time
 
-import diffusion_lib as dl
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from IPython.display import Code, Markdown, display
+
+import diffusion_lib as dl
 from diffusion_lib import build_model, load_dataset
 from diffusion_lib.metrics import toy_report
-from IPython.display import Code, Markdown, display
+from diffusion_lib.notebook import check_device, check_parameter
 
 # %% tags=["parameters"]
 seed = 0               # every random draw in the chapter comes from this seed
@@ -37,7 +39,6 @@ device = "cpu"         # where the U-Net of the timing runs ("cuda" on a GPU run
 num_samples = 2000     # samples per sampler setting (at most 5000 are used)
 
 # %% tags=["hide-input"]
-# CHECK_FUNCTIONS
 check_parameter("seed", seed, int, lambda v: v >= 0, "a non-negative int")
 check_device(device)
 check_parameter("num_samples", num_samples, int, lambda v: v >= 100, "an int >= 100")

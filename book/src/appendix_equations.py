@@ -22,15 +22,16 @@ import ast
 import importlib
 import pathlib
 
-import diffusion_lib as dl
 from IPython.display import Markdown, display
+
+import diffusion_lib as dl  # noqa: F401 (every chapter imports it as dl)
+from diffusion_lib.notebook import check_device, check_parameter
 
 # %% tags=["parameters"]
 seed = 0               # not used here: every chapter has the same first parameters
 device = "cpu"         # not used here
 
 # %% tags=["hide-input"]
-# CHECK_FUNCTIONS
 check_parameter("seed", seed, int, lambda v: v >= 0, "a non-negative int")
 check_device(device)
 print(f"parameters ok: {seed=}, {device=}")

@@ -13,7 +13,8 @@ committed .ipynb files are what CI, Colab and papermill run; the build keeps bot
 step. _header.py is each chapter's Colab setup cell: the build fills in the repository
 (``repository.url`` of _config.yml) and the library's release tag (``v`` + the
 ``__version__`` of diffusion_lib/__init__.py), each written in one place only.
-_check.py holds the chapters' parameter checks.
+The helpers the chapters share (parameter checks, timer, images, animations) live in
+``diffusion_lib.notebook``, which the chapters import: no chapter carries a pasted copy.
 """
 import pathlib
 import re
@@ -26,8 +27,9 @@ import yaml
 SRC = pathlib.Path(__file__).parent
 DST = SRC.parent                       # book/: the committed notebooks
 ROOT = DST.parent
-CHECK = (SRC / "_check.py").read_text()
 CHECK_TAG = "nbval-check-output"
+CHECK_MARKER = "# CHECK_FUNCTIONS\n"   # where the check functions used to be pasted
+CHECK_IMPORT = "from diffusion_lib.notebook import check_device, check_parameter"
 
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
 
@@ -54,8 +56,13 @@ def header() -> str:
 
 def notebook(path: pathlib.Path) -> nbformat.NotebookNode:
     """The chapter source ``path`` as a notebook without outputs."""
-    text = path.read_text().replace("# %% COLAB_SETUP\n", header())
-    text = text.replace("# CHECK_FUNCTIONS\n", CHECK)
+    text = path.read_text()
+    if CHECK_MARKER in text:
+        # the check functions were pasted here; now they are imported from the library
+        print(f"{path.name}: replace '# CHECK_FUNCTIONS' by `{CHECK_IMPORT}` in the imports "
+              "cell", file=sys.stderr)
+        text = text.replace(CHECK_MARKER, CHECK_IMPORT + "\n")
+    text = text.replace("# %% COLAB_SETUP\n", header())
     nb = jupytext.reads(text, fmt="py:percent")
     mystnb = nb.metadata.get("mystnb")   # per-notebook MyST-NB options, e.g. execution_mode
     nb.metadata = {"kernelspec": KERNELSPEC, "language_info": {"name": "python"}}

@@ -3,20 +3,23 @@
 * Energy distance (Szekely & Rizzo 2013, "Energy statistics: a class of statistics
   based on distances"): E(X, Y) = 2 E|X - Y| - E|X - X'| - E|Y - Y'| >= 0, zero exactly
   when X and Y have the same law. In one dimension it equals 2 * integral (F - G)^2 dx,
-  F and G the two distribution functions. Chapters 6 and 8 score toy samples with it.
+  F and G the two distribution functions. ``toy_report`` (chapters 6 and 8) scores
+  toy samples with it.
 * Nearest-neighbour (Chamfer) distance: the mean distance from each point of one
   sample to its nearest neighbour in the other, averaged over both directions. The
   first direction grows when samples fall off the data (blur, outliers), the second
   when data regions get no samples (missing modes). It is an average over 2N points,
   so for two samples of one law it concentrates tightly around its mean: a steadier
   yardstick against the data-vs-data floor than the energy distance, whose null
-  distribution is a weighted chi-square with a few dominant terms. Chapters 6 and 8.
+  distribution is a weighted chi-square with a few dominant terms. ``toy_report``
+  (chapters 6 and 8) reports it first.
 * MMD with a Gaussian kernel (Gretton et al. 2012, "A kernel two-sample test"), the
   unbiased estimate MMD_u^2.
 * Frechet distance between the Gaussians fitted to two sets of features (Heusel et
   al. 2017, "GANs trained by a two time-scale update rule...", the FID formula):
-  |m1 - m2|^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)). Chapter 7 applies it to the features of
-  a small classifier (:mod:`.features`).
+  |m1 - m2|^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)), the squared 2-Wasserstein distance
+  between the two Gaussians. Chapter 7 applies it to the features of a small classifier
+  (:mod:`.features`).
 
 Samples are (N, D) tensors or arrays; everything is computed in float64 on the
 first sample's device, pairwise distances in row chunks so that 10k x 10k points fit
