@@ -20,8 +20,13 @@ from tqdm.auto import tqdm
 
 from .gaussians import randn_like
 from .losses import Model
-from .reverse import (PredictionType, VarianceType, model_output_to_x0_eps, p_mean_variance,
-                      predict_eps_from_x0)
+from .reverse import (
+    PredictionType,
+    VarianceType,
+    model_output_to_x0_eps,
+    p_mean_variance,
+    predict_eps_from_x0,
+)
 from .schedules import NoiseSchedule, check_finite, extract
 
 __all__ = ["p_sample", "p_sample_loop", "ddim_timesteps", "ddim_step", "ddim_sample_loop"]
@@ -113,8 +118,10 @@ def ddim_timesteps(num_timesteps: int, num_steps: int) -> list[int]:
     The sub-sequence tau of Song et al. 2021, Sec. 4.2; both ends are included so the
     first step starts at the real x_T and the last one lands on x_0.
     """
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or not 1 <= num_steps <= num_timesteps:
-        raise ValueError(f"DDIM num_steps must be an int in [1, T={num_timesteps}], got {num_steps!r}")
+    if (isinstance(num_steps, bool) or not isinstance(num_steps, int)
+            or not 1 <= num_steps <= num_timesteps):
+        raise ValueError(f"DDIM num_steps must be an int in [1, T={num_timesteps}], "
+                         f"got {num_steps!r}")
     if num_steps == 1:
         return [num_timesteps - 1]
     grid = torch.linspace(0, num_timesteps - 1, num_steps, dtype=torch.float64).round().long()
@@ -128,19 +135,21 @@ def _check_timesteps_sequence(timesteps: Sequence[int], num_timesteps: int) -> l
     if any(b <= a for a, b in zip(ts, ts[1:])):
         raise ValueError(f"DDIM timesteps must be strictly increasing, got {ts[:10]}...")
     if ts[0] < 0 or ts[-1] >= num_timesteps:
-        raise ValueError(f"DDIM timesteps must lie in [0, {num_timesteps - 1}], got {ts[0]}..{ts[-1]}")
+        raise ValueError(f"DDIM timesteps must lie in [0, {num_timesteps - 1}], "
+                         f"got {ts[0]}..{ts[-1]}")
     return ts
 
 
-def _check_ddim_args(schedule: NoiseSchedule, model_output: Tensor, x_t: Tensor, t: Tensor,
-                     t_prev: Tensor, eta: float) -> None:
+def _check_ddim_args(model_output: Tensor, x_t: Tensor, t: Tensor, t_prev: Tensor,
+                     eta: float) -> None:
     if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0 <= eta < float("inf"):
         raise ValueError(f"eta must be a finite number >= 0, got {eta!r}")
     if not isinstance(model_output, Tensor) or model_output.shape != x_t.shape:
         shape = tuple(model_output.shape) if isinstance(model_output, Tensor) else model_output
         raise ValueError(f"model_output must have x_t's shape {tuple(x_t.shape)}, got {shape}")
     check_finite(x_t, "x_t")
-    if not isinstance(t_prev, Tensor) or t_prev.dtype.is_floating_point or t_prev.dtype == torch.bool:
+    if (not isinstance(t_prev, Tensor) or t_prev.dtype.is_floating_point
+            or t_prev.dtype == torch.bool):
         raise ValueError("t_prev must be an integer tensor of shape (B,)")
     if t_prev.shape != (x_t.shape[0],):
         raise ValueError(f"t_prev must have shape (B,) = ({x_t.shape[0]},) to match x_t of shape "
@@ -177,16 +186,15 @@ def ddim_step(schedule: NoiseSchedule, model_output: Tensor, x_t: Tensor, t: Ten
     ``1 - alpha_bar`` comes from the schedule's float64-derived buffer, not from a float32
     subtraction (which loses 1.7e-4 of it at t = 0).
     """
-    _check_ddim_args(schedule, model_output, x_t, t, t_prev, eta)
+    _check_ddim_args(model_output, x_t, t, t_prev, eta)
     # 1. predicted x_0 and eps, Eq. (9) of the DDIM paper
     pred_x0, pred_eps = model_output_to_x0_eps(schedule, model_output, x_t, t, prediction_type)
     if clip_denoised:
         pred_x0 = pred_x0.clamp(-1.0, 1.0)
         pred_eps = predict_eps_from_x0(schedule, x_t, t, pred_x0)
-    # 2. alpha_bar and 1 - alpha_bar at t and at t_prev (1 and 0 for t_prev = -1), (B, 1, ...)
+    # 2. 1 - alpha_bar at t; alpha_bar, 1 - alpha_bar at t_prev (1, 0 for t_prev = -1): (B, 1, ..)
     data = t_prev.reshape(-1, *([1] * (x_t.ndim - 1))) < 0
     prev = t_prev.clamp(min=0)
-    ab_t = extract(schedule.alpha_bars, t, x_t)
     one_minus_ab_t = extract(schedule.one_minus_alpha_bars, t, x_t)
     ab_prev = torch.where(data, 1.0, extract(schedule.alpha_bars, prev, x_t))
     one_minus_ab_prev = torch.where(data, 0.0, extract(schedule.one_minus_alpha_bars, prev, x_t))
