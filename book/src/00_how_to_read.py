@@ -11,7 +11,9 @@
 # The code comes from `diffusion_lib`, a small PyTorch library that lives in the same
 # repository as the book and has a numerical test for each of its formulas. The chapters
 # never copy the library's functions; where an implementation is worth reading, the
-# chapter prints the library's own source.
+# chapter prints the library's own source. The few helpers that have nothing to do with
+# diffusion (the parameter checks below, a timer, image display, animations) come from
+# one module of the library, `diffusion_lib.notebook`, so no chapter carries a copy.
 #
 # You need some Python, a first contact with PyTorch tensors and autograd, and the
 # normal (Gaussian) distribution: its mean, its variance, and the fact that
@@ -62,9 +64,12 @@ print(f"parameters ok: seed={seed}, device={device!r}")
 # executes a notebook from the command line and lets you override its parameters:
 #
 # ```bash
-# .venv/bin/papermill book/04_closed_form.ipynb out.ipynb -p num_samples 100000 -p seed 1
-# .venv/bin/papermill book/02_forward_process.ipynb out.ipynb -p device cuda -p dataset mnist
-# .venv/bin/papermill book/02_forward_process.ipynb out.ipynb -f book/params/gpu.yml
+# .venv/bin/papermill book/04_closed_form.ipynb out.ipynb \
+#     -p num_samples 100000 -p seed 1
+# .venv/bin/papermill book/02_forward_process.ipynb out.ipynb \
+#     -p device cuda -p dataset mnist
+# .venv/bin/papermill book/02_forward_process.ipynb out.ipynb \
+#     -f book/params/gpu.yml
 # ```
 #
 # `out.ipynb` is the executed copy, with a cell tagged `injected-parameters` after the
@@ -87,9 +92,11 @@ print(f"parameters ok: seed={seed}, device={device!r}")
 # | `train_steps`, `batch_size` | int | for the chapters that train a network |
 #
 # A chapter only has the names it uses. The cell after the parameters checks their
-# types and values, so that a typo such as `-p num_samples ten` stops the chapter at the
-# top with a message instead of failing deep inside. The default values run every
-# chapter on a laptop CPU in under a minute.
+# types and values with `check_parameter` and `check_device`, so that a typo such as
+# `-p num_samples ten` stops the chapter at the top with a message instead of failing
+# deep inside. The default values run every chapter on a CPU. Most chapters take
+# seconds; chapters 6 and 7 train a network while you wait, and say how long their
+# training took on the machine that built the page.
 #
 # ## Notation, and how code indices relate to the mathematics
 #
@@ -112,7 +119,9 @@ print(f"parameters ok: seed={seed}, device={device!r}")
 #
 # | paper (1-indexed) | `diffusion_lib` (0-indexed) |
 # |---|---|
-# | $\beta_t$, $\alpha_t$, $\bar\alpha_t$ | `schedule.betas[t - 1]`, `schedule.alphas[t - 1]`, `schedule.alpha_bars[t - 1]` |
+# | $\beta_t$ | `schedule.betas[t - 1]` |
+# | $\alpha_t$ | `schedule.alphas[t - 1]` |
+# | $\bar\alpha_t$ | `schedule.alpha_bars[t - 1]` |
 # | $x_t \sim q(x_t \mid x_0)$ | `dl.q_sample(schedule, x0, t - 1)` |
 # | $x_1$ and $x_T$ | index `0` and index `T - 1` |
 # | a network $\epsilon_\theta(x_t, t)$ | `model(x_t, t - 1)` |
@@ -171,8 +180,21 @@ print(f"device {device!r} works:",
 #
 # ## Where we are going
 #
-# Chapter 1 shows the whole idea in one picture: data turned into noise, and noise
-# turned back into data. Chapters 2 to 5 study the first half, the forward process: one
-# noising step, the chain of steps, the shortcut that jumps to any step at once, and the
-# reparameterization trick that makes the noise an explicit variable. Later chapters
-# build the reverse process, train it on images and sample faster.
+# * **Chapter 1** shows the whole idea in one picture: data turned into noise, and
+#   noise turned back into data.
+# * **Chapters 2 to 5** study the first half, the forward process: one noising step
+#   and its schedule, the chain of steps, the shortcut that jumps to any step at once,
+#   and the reparameterization trick that makes the noise an explicit variable.
+# * **Chapter 6** builds the reverse process: the posterior of one step, the
+#   variational bound derived and checked term by term, why the network predicts the
+#   noise, and a first model trained on points of the plane.
+# * **Chapter 7** trains a U-Net on images and measures it (bits per dimension, a
+#   Frechet distance).
+# * **Chapter 8** samples in fewer steps (DDIM) and reads the network as a score.
+# * **Chapter 9** conditions the model on a class and steers it with guidance.
+# * **The appendices** map every equation to the code and test that implement it,
+#   and report the library's speed on real hardware.
+#
+# The chapters end with exercises: derivations to work out on paper and code to
+# change and predict. Each solution is folded under the exercise (click to open it),
+# and its code runs with the chapter in the book's tests.
