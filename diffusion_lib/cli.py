@@ -359,7 +359,11 @@ def _cmd_sample(args) -> int:
     else:
         save_png(samples, out, kind=run.data["kind"],
                  title=f"{run.data['name']}, step {run.step}, {how}")
-    which = "" if labels is None else f" of {len(set(labels.tolist()))} classes"
+    which = ""
+    if labels is not None:
+        classes = sorted(set(labels.tolist()))
+        which = (f" of class {run.data['class_names'][classes[0]]}" if len(classes) == 1
+                 else f" of {len(classes)} classes")
     print(f"wrote {len(samples)} samples{which} {samples.dtype} {samples.shape[1:]} to {out}")
     return 0
 

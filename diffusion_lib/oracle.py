@@ -181,11 +181,11 @@ class GaussianMixtureOracle(nn.Module):
                              f"{self.mixture.dim}")
         # The mixture's tensors live on the CPU; so does this computation.
         ab = self.schedule.alpha_bars.to(torch.float64).cpu()[t.cpu()]       # (B,)
-        values = torch.unique(ab)
-        if len(values) == 1:   # the samplers' case: one timestep for the whole batch
-            law = self.mixture.noised(values[0].sqrt(), 1 - values[0])
+        if len(ab) and bool((ab == ab[0]).all()):   # the samplers' case: one timestep
+            law = self.mixture.noised(ab[0].sqrt(), 1 - ab[0])
             out = law.score(flat.cpu())
         else:                  # one mixture per distinct timestep
+            values = torch.unique(ab)
             out = torch.empty(flat.shape, dtype=torch.float64)
             for value in values:
                 rows = ab == value
@@ -253,7 +253,8 @@ class ConditionalGaussianMixtureOracle(nn.Module):
         if len(y) and bool((y == y[0]).all()):               # one label: no gather / scatter
             return self._oracles[int(y[0])](x_t, t)
         out = torch.empty_like(x_t)
-        for label in torch.unique(y).tolist():
+        present = torch.bincount(y, minlength=self.num_classes + 1).nonzero()[:, 0]
+        for label in present.tolist():
             rows = (y == label).to(x_t.device)
             out[rows] = self._oracles[label](x_t[rows], t[rows])
         return out
