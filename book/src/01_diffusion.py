@@ -21,11 +21,15 @@
 # %%
 import matplotlib.pyplot as plt
 import torch
-from IPython.display import HTML, display
-from matplotlib import animation
+from IPython.display import display
 
 import diffusion_lib as dl
-from diffusion_lib.notebook import check_device, check_parameter
+from diffusion_lib.notebook import (
+    animation_html,
+    check_device,
+    check_parameter,
+    show_image,
+)
 
 # %% tags=["parameters"]
 seed = 0            # every random draw in the chapter comes from this seed
@@ -175,32 +179,32 @@ plt.show()
 # Gaussian cloud; for a long time not much seems to happen, then the cloud splits into
 # eight groups that tighten into the blobs. The animation below plays it (press play):
 # structure appears late, in the last few hundred steps, when the noise level has
-# become small.
+# become small. (`animation_html`, from the book's helper module
+# `diffusion_lib.notebook`, renders the frames into a player that runs in the page.)
 
 # %% tags=["hide-input"]
 frames = [T, 900, 800, 700, 600, 500, 450, 400, 350, 300, 250, 200, 150,
           100, 60, 30, 10, 0]
 shown_points = reverse_path[:, :500].cpu()   # 500 points keep the frames small
-fig, ax = plt.subplots(figsize=(3, 3), dpi=60)
+# 3 inches at 100 dpi: 300 pixels, a title in 15-pixel letters
+fig, ax = plt.subplots(figsize=(3, 3), dpi=100)
 dots = ax.scatter(*shown_points[0].T, s=2, color="tab:orange")
 ax.set(xlim=(-3.5, 3.5), ylim=(-3.5, 3.5), aspect="equal",
        xticks=[], yticks=[])
-title = ax.set_title(f"reverse process, $x_{{{T}}}$")
+title = ax.set_title(f"reverse process, $x_{{{T}}}$", fontsize=11)
 fig.tight_layout()
 
 
 def draw(t):
     dots.set_offsets(shown_points[T - t].numpy())
     title.set_text(f"reverse process, $x_{{{t}}}$")
-    return dots, title
 
 
-movie = animation.FuncAnimation(fig, draw, frames=frames, interval=250)
-html = movie.to_jshtml(default_mode="once")
-plt.close(fig)
-display(HTML(f"<figure>{html}<figcaption>The reverse process in motion: a cloud of "
-             "Gaussian noise at t = 1000 gathers into the eight blobs by t = 0. "
-             "Press play, or step through the frames.</figcaption></figure>"))
+display(animation_html(
+    fig, draw, frames, interval=250,
+    caption="The reverse process in motion: a cloud of Gaussian noise at "
+            "t = 1000 gathers into the eight blobs by t = 0. Press play, or "
+            "step through the frames."))
 
 # %% [markdown]
 # ## The same on images
@@ -249,15 +253,7 @@ print("every sample lies within 1 of a digit:", (closest < 1).all().item())
 assert between.min() > 3 and (closest < 1).all()
 
 # %% tags=["hide-input"] mystnb={"image": {"alt": "Top: an 8x8 digit turning into pixel noise, and noise turning into a digit in reverse. Bottom: eight final samples, each labelled with the digit it is nearest to"}}
-def show_image(ax, x, title=None):
-    """An image in [-1, 1] (C, H, W) as 8-bit pixels, dark ink on white."""
-    pixels = digits.to_output(x[None])[0]                # (H, W, C) uint8
-    ax.imshow(pixels[..., 0], cmap="gray_r", vmin=0, vmax=255)
-    ax.set(xticks=[], yticks=[])
-    if title:
-        ax.set_title(title, fontsize=9)
-
-
+# show_image draws an image of the training space [-1, 1] as 8-bit pixels
 fig, axes = plt.subplots(2, len(shown), figsize=(7, 2.3))
 for col, t in enumerate(shown):
     show_image(axes[0, col], digit_path[t, 0], f"$x_{{{t}}}$")
@@ -284,5 +280,113 @@ plt.show()
 # schedule, the Markov chain those steps form, the closed form that jumps from $x_0$ to
 # any $x_t$ in one move, and the reparameterization trick that makes the noise an
 # explicit variable a network can learn to predict. Chapter 6 derives the reverse
-# process, chapter 7 trains a network on images to play the role of the oracle, and
-# chapter 8 samples in fewer steps.
+# process, chapter 7 trains a network on images to play the role of the oracle,
+# chapter 8 samples in fewer steps, and chapter 9 steers the samples towards a class.
+#
+# ## Exercises
+#
+# Each solution is folded under its exercise: try first, then click to open it.
+#
+# **Exercise 1.1** (predict, then run). The reverse process can only reproduce what
+# its denoiser knows about the data. Build a mixture of the same eight blobs in which
+# the first blob carries half of the probability and the other seven share the other
+# half, and run the reverse process with the exact denoiser of that mixture. What share
+# of the samples do you expect on the first blob? Run it and compare.
+#
+# ```{admonition} Solution
+# :class: dropdown
+#
+# About one half. The oracle is the exact denoiser of the new mixture, so the reverse
+# process samples the new mixture, weights included: nothing in the sampler knows or
+# cares that the blobs used to be equally likely. The cell below counts the samples
+# nearest to the first blob; with $n$ samples that share has a standard error of
+# $\sqrt{0.25 / n}$.
+# ```
+
+# %% tags=["hide-cell"]
+# Exercise 1.1: the first blob holds half of the mass
+weights = torch.full((8,), 0.5 / 7)
+weights[0] = 0.5
+heavy = dl.GaussianMixture(weights, mixture.means, mixture.covariances)
+n = min(num_samples, 300)
+x = dl.p_sample_loop(schedule, dl.GaussianMixtureOracle(schedule, heavy),
+                     (n, 2), generator=generator, progress=False)
+nearest = torch.cdist(x.cpu().double(), heavy.means).argmin(1)    # (n,)
+share = (nearest == 0).double().mean().item()
+print(f"share of the samples on the heavy blob: {share:.2f}")
+assert abs(share - 0.5) < 5 * (0.25 / n) ** 0.5
+
+# %% [markdown]
+# **Exercise 1.2** (show that). Run the forward process twice, from two different
+# points $x_0$ and $x_0'$, with the *same* noise draws $\epsilon_1, \epsilon_2, \dots$
+# Each step is $x_t = \sqrt{1-\beta_t}\, x_{t-1} + \sqrt{\beta_t}\, \epsilon_t$. Show
+# that $x_t - x_t' = \sqrt{\bar\alpha_t}\,(x_0 - x_0')$ with
+# $\bar\alpha_t = \prod_{s \le t} (1 - \beta_s)$. What does this say about how much
+# the end of the chain remembers of its start? Check it with `q_sample_chain`.
+#
+# ```{admonition} Solution
+# :class: dropdown
+#
+# Subtract the two steps: the noise term is the same in both and cancels, so
+# $x_t - x_t' = \sqrt{1-\beta_t}\,(x_{t-1} - x_{t-1}')$. Apply this $t$ times, down to
+# $x_0 - x_0'$: the factors multiply to $\sqrt{\prod_{s \le t}(1-\beta_s)} =
+# \sqrt{\bar\alpha_t}$. Every step shrinks the difference between two starting points,
+# whatever they are, and for the linear schedule $\sqrt{\bar\alpha_T} \approx 0.006$:
+# two points 4 apart end about 0.025 apart, a tiny fraction of the unit noise. The end
+# of the chain has forgotten its start. (Chapter 2 explains the factor
+# $\sqrt{1-\beta_t}$, chapter 4 the product $\bar\alpha_t$.) The cell runs the two
+# chains from generators with the same seed, so they draw the same noise.
+# ```
+
+# %% tags=["hide-cell"]
+# Exercise 1.2: two starting points, the same noise
+start, other = torch.tensor([[2.0, 0.0]]), torch.tensor([[-2.0, 0.0]])
+paths = [dl.q_sample_chain(schedule.cpu(), x,
+                           generator=torch.Generator().manual_seed(seed),
+                           return_trajectory=True) for x in (start, other)]
+gap = (paths[0] - paths[1])[:, 0]                      # (T + 1, 2)
+shrink = torch.cat([torch.ones(1), schedule.sqrt_alpha_bars.cpu()])
+theory = shrink[:, None] * (start - other)             # (T + 1, 2)
+print(f"gap at t = T: {gap[T, 0].item():.4f} "
+      f"(theory {theory[T, 0].item():.4f})")
+assert torch.allclose(gap, theory, atol=1e-4)
+assert abs(gap[T, 0].item() - 0.025) < 0.001
+
+# %% [markdown]
+# **Exercise 1.3** (predict, then run). The reverse step is close to a Gaussian only
+# when every forward step is small. Test it: take a schedule of only $T = 10$ steps,
+# $\beta_t$ rising linearly from $0.1$ to $0.9$ (`dl.NoiseSchedule.linear(10, 0.1,
+# 0.9)`; $x_{10}$ is again almost pure noise), and sample with the exact denoiser of
+# the blobs for that schedule. The denoiser is still perfect: do you expect the samples
+# to land on the blobs? Count the share of samples within three standard deviations of
+# a blob's centre; for real data it is $1 - e^{-9/2} \approx 98.9\%$.
+#
+# ```{admonition} Solution
+# :class: dropdown
+#
+# No. The exact denoiser gives each reverse step the right *mean*, but the step is
+# still drawn from a Gaussian around that mean. After a big forward step, the point
+# $x_{t-1}$ that led to $x_t$ could have come from several blobs, so the true reverse
+# step has several separate bumps, and one Gaussian around their average puts its mass
+# between them. About a quarter of the samples miss the blobs with ten steps; the
+# thousand small steps of the chapter put almost all of them on a blob.
+# ```
+
+# %% tags=["hide-cell"]
+# Exercise 1.3: ten big steps instead of a thousand small ones
+coarse = dl.NoiseSchedule.linear(10, 0.1, 0.9)
+x = dl.p_sample_loop(coarse, dl.GaussianMixtureOracle(coarse, mixture),
+                     (num_samples, 2), progress=False,
+                     generator=torch.Generator().manual_seed(seed))
+blob_std = mixture.covariances[0, 0, 0].sqrt()
+
+
+def on_a_blob(points):
+    """The share of points within 3 standard deviations of a centre."""
+    distance = torch.cdist(points.cpu().double(), mixture.means).min(1).values
+    return (distance < 3 * blob_std).double().mean().item()
+
+
+print(f"on a blob: {on_a_blob(x):.1%} with 10 steps, "
+      f"{on_a_blob(samples):.1%} with {T}")
+assert on_a_blob(x) < 0.9 and on_a_blob(samples) > 0.97
