@@ -78,7 +78,8 @@ def timed(fn, device: torch.device) -> dict[str, float]:
     return {"wall": time.perf_counter() - wall, "process": time.process_time() - cpu}
 
 
-def alternate(candidates: dict, device: torch.device, windows: int) -> dict[str, dict[str, list[float]]]:
+def alternate(candidates: dict, device: torch.device,
+              windows: int) -> dict[str, dict[str, list[float]]]:
     """Time each candidate's callable once per window, alternating.
 
     Returns ``{name: {"wall": [seconds per window], "process": [...]}}``.
@@ -138,8 +139,10 @@ def diffusers_unet(cfg):
     the DDPM CIFAR-10 port: positional embedding, freq_shift 1, GroupNorm eps 1e-6)."""
     from diffusers import UNet2DModel
     res = cfg.resolutions
-    down = tuple("AttnDownBlock2D" if r in cfg.attention_resolutions else "DownBlock2D" for r in res)
-    up = tuple("AttnUpBlock2D" if r in cfg.attention_resolutions else "UpBlock2D" for r in reversed(res))
+    down = tuple("AttnDownBlock2D" if r in cfg.attention_resolutions else "DownBlock2D"
+                 for r in res)
+    up = tuple("AttnUpBlock2D" if r in cfg.attention_resolutions else "UpBlock2D"
+               for r in reversed(res))
     return UNet2DModel(
         sample_size=cfg.image_size, in_channels=cfg.in_channels,
         out_channels=cfg.out_channels or cfg.in_channels,

@@ -35,8 +35,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-
 from common import pick_device, save, sync, table
+
 from diffusion_lib.data import load_dataset
 from diffusion_lib.metrics import image_report, toy_report, train_feature_classifier
 from diffusion_lib.models import build_model
@@ -108,8 +108,8 @@ def plain(name: str, budgets: list[int], n: int, a, device, clock) -> dict[int, 
         chunks = []
         with torch.no_grad():
             for begin in range(0, n, 1000 if not images else 256):
-                x = torch.randn((min(n - begin, 1000 if not images else 256), *dataset.sample_shape),
-                                generator=g, device=device)
+                x = torch.randn((min(n - begin, 1000 if not images else 256),
+                                 *dataset.sample_shape), generator=g, device=device)
                 for t in sampler.timesteps:
                     eps = model(x, torch.full((x.shape[0],), int(t), device=device))
                     kwargs = {"eta": 0.0} if images else {}
@@ -155,7 +155,8 @@ def run_dataset(name, budgets, n, a, device, clock, rows):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu")
     p.add_argument("--toys", default="8gaussians,swissroll")
     p.add_argument("--toy-budgets", default="500,1000,2000", help="steps, comma-separated")

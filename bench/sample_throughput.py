@@ -18,20 +18,29 @@ import argparse
 import contextlib
 
 import torch
+from common import (
+    add_run_arguments,
+    alternate,
+    diffusers_unet,
+    median,
+    resolve_run,
+    save,
+    table,
+)
 
-from common import (DiffusersAsModel, add_run_arguments, alternate, diffusers_unet, median,
-                    resolve_run, save, table)
 from diffusion_lib import NoiseSchedule, ddim_sample_loop, ddim_timesteps
 from diffusion_lib.models import build_model
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto")
     p.add_argument("--preset", default="ddpm-cifar10")
     p.add_argument("--channels", type=int, default=None)
     p.add_argument("--batches", default=None, help="comma-separated (CPU 16,64; GPU 16,512)")
-    p.add_argument("--ddim-steps", default=None, help="comma-separated (CPU 10,20; GPU 10,20,50,100)")
+    p.add_argument("--ddim-steps", default=None,
+                   help="comma-separated (CPU 10,20; GPU 10,20,50,100)")
     p.add_argument("--ddpm-cpu-steps", type=int, default=20)
     p.add_argument("--windows", type=int, default=3)
     add_run_arguments(p)
@@ -39,7 +48,8 @@ def main(argv=None):
     device, clock, gpu, channels = resolve_run(a)
     batches = [int(b) for b in (a.batches or ("16,512" if gpu else "16,64")).split(",")]
     ddim_steps = [int(s) for s in (a.ddim_steps or ("10,20,50,100" if gpu else "10,20")).split(",")]
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if gpu else contextlib.nullcontext
+    autocast = ((lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if gpu
+                else contextlib.nullcontext)
 
     torch.manual_seed(0)
     schedule = NoiseSchedule.linear().to(device)
@@ -60,17 +70,20 @@ def main(argv=None):
     def our_run(batch, steps, timesteps):
         g = torch.Generator(device=device).manual_seed(0)
         with torch.inference_mode(), autocast():
-            ddim_sample_loop(schedule, ours, (batch, *shape), timesteps=timesteps, eta=0.0 if steps else 1.0,
-                             generator=g, progress=False, clip_denoised=True)
+            ddim_sample_loop(schedule, ours, (batch, *shape), timesteps=timesteps,
+                             eta=0.0 if steps else 1.0, generator=g, progress=False,
+                             clip_denoised=True)
 
     def their_run(kind, batch, steps):
         g = torch.Generator(device=device).manual_seed(0)
         with torch.inference_mode(), autocast():
             if kind == "ddpm":
                 pipes["ddpm"].scheduler.set_timesteps(1000)
-                pipes["ddpm"](batch_size=batch, generator=g, num_inference_steps=steps, output_type="np")
+                pipes["ddpm"](batch_size=batch, generator=g, num_inference_steps=steps,
+                              output_type="np")
             else:
-                pipes["ddim"](batch_size=batch, generator=g, num_inference_steps=steps, eta=0.0, output_type="np")
+                pipes["ddim"](batch_size=batch, generator=g, num_inference_steps=steps, eta=0.0,
+                              output_type="np")
 
     rows = []
     for batch in batches:
@@ -92,7 +105,8 @@ def main(argv=None):
                 fn()
             times = alternate(cands, device, a.windows)
             ips = {n: batch / (median(t[clock]) * scale) for n, t in times.items()}
-            row = {"sampler": f"{kind}-{steps}", "batch": batch, **{f"{n}_images_per_s": v for n, v in ips.items()}}
+            row = {"sampler": f"{kind}-{steps}", "batch": batch,
+                   **{f"{n}_images_per_s": v for n, v in ips.items()}}
             if "diffusers" in ips:
                 row["ratio"] = ips["diffusion_lib"] / ips["diffusers"]
             if scale != 1:
@@ -101,10 +115,12 @@ def main(argv=None):
             print(row, flush=True)
     payload = {"preset": a.preset, "channels": channels, "device": str(device),
                "precision": "bf16" if gpu else "fp32", "clock": clock, "rows": rows}
-    path = save("sample_throughput", payload, device, a.out_dir and __import__("pathlib").Path(a.out_dir))
+    path = save("sample_throughput", payload, device,
+                a.out_dir and __import__("pathlib").Path(a.out_dir))
     print(f"\nresults: {path}")
     print(f"sampling throughput: {a.preset} width {channels}, {device}")
-    print(table(rows, ["sampler", "batch", "diffusion_lib_images_per_s", "diffusers_images_per_s", "ratio", "note"]))
+    print(table(rows, ["sampler", "batch", "diffusion_lib_images_per_s", "diffusers_images_per_s",
+                       "ratio", "note"]))
 
 
 if __name__ == "__main__":

@@ -24,9 +24,20 @@ import time
 from pathlib import Path
 
 import torch
+from common import (
+    DiffusersAsModel,
+    add_run_arguments,
+    alternate,
+    count_params,
+    diffusers_unet,
+    median,
+    resolve_run,
+    save,
+    sync,
+    table,
+    top_ops,
+)
 
-from common import (DiffusersAsModel, add_run_arguments, alternate, count_params,
-                    diffusers_unet, median, resolve_run, save, sync, table, top_ops)
 from diffusion_lib import NoiseSchedule, l_simple
 from diffusion_lib.models import build_model
 
@@ -79,7 +90,8 @@ def peak_memory(step, device):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto")
     p.add_argument("--preset", default="ddpm-cifar10")
     p.add_argument("--channels", type=int, default=None, help="base width (CPU default 32)")
@@ -125,7 +137,8 @@ def main(argv=None):
             variants[name + " (compiled)"] = (cm, cl)
             info[name + " (compiled)"] = dict(info[name])
             step = make_step(cm, schedule, batch, precision, device, cl)
-            step(); sync(device)
+            step()
+            sync(device)
             info[name + " (compiled)"]["compile_s"] = time.perf_counter() - start
 
     steps = {name: make_step(m, schedule, batch, precision, device, cl)
@@ -169,12 +182,13 @@ def main(argv=None):
         for name, ops in profiles.items():
             print(f"\nprofile, {name} ({profile_steps} steps): top ops by self CPU time")
             print(table([{"op": o["op"][:48], "share": round(o["share"], 3),
-                          "ms_per_step": o["ms_per_step"]} for o in ops], ["op", "share", "ms_per_step"]))
-    cols = ["model", "params", "gflop_per_image", "s_per_step", "images_per_s", "peak_memory_gib", "mfu",
-            "ratio_vs_diffusers", "ratio_vs_diffusers_(compiled)", "compile_s"]
+                          "ms_per_step": o["ms_per_step"]} for o in ops],
+                        ["op", "share", "ms_per_step"]))
+    cols = ["model", "params", "gflop_per_image", "s_per_step", "images_per_s", "peak_memory_gib",
+            "mfu", "ratio_vs_diffusers", "ratio_vs_diffusers_(compiled)", "compile_s"]
     print(f"\nresults: {path}")
-    print(f"training throughput: {a.preset} width {channels}, batch {batch}, {precision}, {device}, "
-          f"{torch.get_num_threads()} thread(s), {clock} time")
+    print(f"training throughput: {a.preset} width {channels}, batch {batch}, {precision}, "
+          f"{device}, {torch.get_num_threads()} thread(s), {clock} time")
     print(table(rows, [c for c in cols if any(c in r for r in rows)]))
 
 

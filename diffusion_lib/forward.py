@@ -27,7 +27,8 @@ def _full_t(t: int | Tensor, x: Tensor) -> Tensor:
     if isinstance(t, Tensor):
         return t
     if isinstance(t, bool) or not isinstance(t, int):
-        raise ValueError(f"t must be an int or an integer tensor of shape (B,), got {type(t).__name__}")
+        raise ValueError("t must be an int or an integer tensor of shape (B,), "
+                         f"got {type(t).__name__}")
     return torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
 
 

@@ -18,8 +18,14 @@ from torch import Tensor
 
 from .forward import q_mean_variance, q_sample
 from .gaussians import discretized_gaussian_log_likelihood, normal_kl, randn_like
-from .reverse import (PredictionType, VarianceType, check_prediction_type, p_mean_variance,
-                      predict_v, q_posterior_mean_variance)
+from .reverse import (
+    PredictionType,
+    VarianceType,
+    check_prediction_type,
+    p_mean_variance,
+    predict_v,
+    q_posterior_mean_variance,
+)
 from .schedules import NoiseSchedule
 
 __all__ = [

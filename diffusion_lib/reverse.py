@@ -142,7 +142,8 @@ def p_mean_variance(schedule: NoiseSchedule, model_output: Tensor, x_t: Tensor, 
     """
     check_prediction_type(prediction_type)
     if variance_type not in VARIANCE_TYPES:
-        raise ValueError(f"unknown variance_type {variance_type!r}; expected one of {VARIANCE_TYPES}")
+        raise ValueError(f"unknown variance_type {variance_type!r}; "
+                         f"expected one of {VARIANCE_TYPES}")
     _check_pair(model_output, x_t, "model_output", "x_t")
     # 1. predicted x_0 and eps from the network output
     pred_x0, pred_eps = model_output_to_x0_eps(schedule, model_output, x_t, t, prediction_type)
@@ -170,11 +171,13 @@ def p_mean_variance(schedule: NoiseSchedule, model_output: Tensor, x_t: Tensor, 
 
 def check_prediction_type(prediction_type: str) -> None:
     if prediction_type not in PREDICTION_TYPES:
-        raise ValueError(f"unknown prediction_type {prediction_type!r}; expected one of {PREDICTION_TYPES}")
+        raise ValueError(f"unknown prediction_type {prediction_type!r}; "
+                         f"expected one of {PREDICTION_TYPES}")
 
 
 def _check_pair(a: Tensor, b: Tensor, name_a: str, name_b: str) -> None:
     if not isinstance(a, Tensor) or not isinstance(b, Tensor):
         raise ValueError(f"{name_a} and {name_b} must be torch.Tensors")
     if a.shape != b.shape:
-        raise ValueError(f"{name_a} must have {name_b}'s shape {tuple(b.shape)}, got {tuple(a.shape)}")
+        raise ValueError(f"{name_a} must have {name_b}'s shape {tuple(b.shape)}, "
+                         f"got {tuple(a.shape)}")

@@ -72,11 +72,13 @@ def _validate_betas(betas) -> Tensor:
     if b.numel() < 1:
         raise ValueError("betas must hold at least one step (T >= 1), got an empty array")
     if torch.isnan(b).any():
-        raise ValueError(f"betas contain NaN at indices {torch.nonzero(torch.isnan(b)).flatten().tolist()[:5]}")
+        raise ValueError("betas contain NaN at indices "
+                         f"{torch.nonzero(torch.isnan(b)).flatten().tolist()[:5]}")
     bad = (b <= 0) | (b >= 1)
     if bad.any():
         i = int(torch.nonzero(bad)[0])
-        raise ValueError(f"every beta must lie strictly between 0 and 1; betas[{i}] = {b[i].item()}")
+        raise ValueError("every beta must lie strictly between 0 and 1; "
+                         f"betas[{i}] = {b[i].item()}")
     return b
 
 

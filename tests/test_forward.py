@@ -6,10 +6,16 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from conftest import gen
-from diffusion_lib import (NoiseSchedule, q_mean_variance, q_sample, q_sample_chain, q_step,
-                           reparameterize)
+
+from diffusion_lib import (
+    NoiseSchedule,
+    q_mean_variance,
+    q_sample,
+    q_sample_chain,
+    q_step,
+    reparameterize,
+)
 
 
 def test_chain_matches_closed_form_by_monte_carlo():

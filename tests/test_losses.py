@@ -5,18 +5,28 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import gen
 from scipy.stats import norm
 
-from conftest import gen
-from diffusion_lib import (GaussianMixture, GaussianMixtureOracle, NoiseSchedule,
-                           discretized_gaussian_log_likelihood, l_simple, normal_kl, prior_bpd,
-                           variational_bound, vb_term_bpd)
+from diffusion_lib import (
+    GaussianMixture,
+    GaussianMixtureOracle,
+    NoiseSchedule,
+    discretized_gaussian_log_likelihood,
+    l_simple,
+    normal_kl,
+    prior_bpd,
+    variational_bound,
+    vb_term_bpd,
+)
 
 
 def test_normal_kl_matches_torch_distributions():
     g = gen()
-    m1, m2 = torch.randn(100, generator=g, dtype=torch.float64), torch.randn(100, generator=g, dtype=torch.float64)
-    lv1, lv2 = torch.randn(100, generator=g, dtype=torch.float64), torch.randn(100, generator=g, dtype=torch.float64)
+    m1, m2 = (torch.randn(100, generator=g, dtype=torch.float64),
+              torch.randn(100, generator=g, dtype=torch.float64))
+    lv1, lv2 = (torch.randn(100, generator=g, dtype=torch.float64),
+                torch.randn(100, generator=g, dtype=torch.float64))
     ref = torch.distributions.kl_divergence(torch.distributions.Normal(m1, (0.5 * lv1).exp()),
                                             torch.distributions.Normal(m2, (0.5 * lv2).exp()))
     kl = normal_kl(m1, lv1, m2, lv2)
@@ -90,7 +100,8 @@ def test_bound_is_above_the_true_entropy_for_gaussian_data():
     oracle = GaussianMixtureOracle(s, GaussianMixture([1.0], [[0.0]], [std ** 2]))
     x0 = quantized_gaussian_data(4000, D=1, std=std, seed=3)
     bound = variational_bound(s, oracle, x0, generator=gen(8)).total_bpd
-    entropy_bits = (0.5 * math.log(2 * math.pi * math.e * std ** 2) - math.log(2 / 255)) / math.log(2)
+    entropy_bits = ((0.5 * math.log(2 * math.pi * math.e * std ** 2) - math.log(2 / 255))
+                    / math.log(2))
     mean, se = bound.mean().item(), bound.std().item() / math.sqrt(len(bound))
     assert entropy_bits - 5 * se < mean < entropy_bits + 1.0
 
@@ -137,8 +148,10 @@ def test_l_simple_draws_t_and_noise_from_the_generator():
     s = NoiseSchedule.linear()
     model = lambda x, t: x * 0.5  # noqa: E731
     x0 = torch.randn(8, 2, generator=gen(1))
-    assert torch.equal(l_simple(s, model, x0, generator=gen(2)), l_simple(s, model, x0, generator=gen(2)))
-    assert not torch.equal(l_simple(s, model, x0, generator=gen(2)), l_simple(s, model, x0, generator=gen(3)))
+    assert torch.equal(l_simple(s, model, x0, generator=gen(2)),
+                       l_simple(s, model, x0, generator=gen(2)))
+    assert not torch.equal(l_simple(s, model, x0, generator=gen(2)),
+                           l_simple(s, model, x0, generator=gen(3)))
     with pytest.raises(ValueError, match="model output shape"):
         l_simple(s, lambda x, t: x[:, :1], x0)
     with pytest.raises(ValueError, match="prediction_type"):

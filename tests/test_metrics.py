@@ -15,12 +15,23 @@ from scipy.spatial.distance import cdist
 
 from diffusion_lib import NoiseSchedule, variational_bound
 from diffusion_lib.data import load_dataset
-from diffusion_lib.metrics import (CLASSIFIER_FILENAME, bits_per_dim, energy_distance,
-                                   extract_features, fitted_mixture_kl, frechet_distance,
-                                   gaussian_frechet_distance, image_report, inception_fid,
-                                   load_feature_classifier, mmd_rbf, mode_counts,
-                                   nearest_neighbour_distance, toy_report,
-                                   train_feature_classifier)
+from diffusion_lib.metrics import (
+    CLASSIFIER_FILENAME,
+    bits_per_dim,
+    energy_distance,
+    extract_features,
+    fitted_mixture_kl,
+    frechet_distance,
+    gaussian_frechet_distance,
+    image_report,
+    inception_fid,
+    load_feature_classifier,
+    mmd_rbf,
+    mode_counts,
+    nearest_neighbour_distance,
+    toy_report,
+    train_feature_classifier,
+)
 
 CLASSIFIER_STEPS = 150   # ~95% on digits in a few seconds
 
@@ -114,7 +125,8 @@ def test_nearest_neighbour_ratio_is_steady_and_sees_blur():
     steady); the same points blurred by noise of std 0.1 (7% of the data's std) > 1.3."""
     def circle(seed, n=2000):
         angle = rng(seed).uniform(0, 2 * np.pi, n)
-        return np.stack([np.cos(angle), np.sin(angle)], 1) + 0.02 * rng(seed + 100).normal(size=(n, 2))
+        return (np.stack([np.cos(angle), np.sin(angle)], 1)
+                + 0.02 * rng(seed + 100).normal(size=(n, 2)))
     a, b, c = circle(40), circle(41), circle(42)
     floor = nearest_neighbour_distance(b, a)
     assert 0.95 < nearest_neighbour_distance(c, a) / floor < 1.05

@@ -6,9 +6,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import gen
 from scipy.stats import multivariate_normal
 
-from conftest import gen
 from diffusion_lib import GaussianMixture, GaussianMixtureOracle, NoiseSchedule, l_simple
 
 MIX = GaussianMixture([0.25, 0.75], [[-1.0, 0.5], [1.2, -0.3]],
@@ -31,7 +31,8 @@ def test_score_is_the_gradient_of_log_prob():
 
 def test_moments_and_sampling():
     x = MIX.sample(100000, gen(2))
-    assert torch.allclose(x.mean(0), MIX.mean(), atol=5 * (MIX.covariance().diagonal() / 1e5).sqrt().max())
+    assert torch.allclose(x.mean(0), MIX.mean(),
+                          atol=5 * (MIX.covariance().diagonal() / 1e5).sqrt().max())
     assert torch.allclose(torch.cov(x.T), MIX.covariance(), atol=0.02)
 
 

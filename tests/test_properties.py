@@ -5,8 +5,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from diffusion_lib import (NoiseSchedule, ddim_sample_loop, model_output_to_x0_eps,
-                           p_sample_loop, predict_v, q_sample)
+from diffusion_lib import (
+    NoiseSchedule,
+    ddim_sample_loop,
+    model_output_to_x0_eps,
+    p_sample_loop,
+    predict_v,
+    q_sample,
+)
 
 betas_strategy = arrays(dtype="float64", shape=st.integers(1, 60),
                         elements=st.floats(1e-5, 0.999, allow_nan=False))
@@ -42,7 +48,8 @@ def test_prediction_conversions_round_trip(betas, shape, seed):
     for kind, out in [("epsilon", eps), ("x0", x0), ("v", v)]:
         px0, peps = model_output_to_x0_eps(s, out, xt, t, kind)
         assert ((px0 - x0).abs() <= tol * (1 + x0.abs() + eps.abs())).all(), kind
-        assert ((peps - eps).abs() <= 1e-6 * (1 + x0.abs() + eps.abs()) / (1 - ab).sqrt()).all(), kind
+        assert ((peps - eps).abs()
+                <= 1e-6 * (1 + x0.abs() + eps.abs()) / (1 - ab).sqrt()).all(), kind
 
 
 @settings(max_examples=25, deadline=None)

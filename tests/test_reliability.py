@@ -32,8 +32,12 @@ import pytest
 import torch
 
 from diffusion_lib.cli import main
-from diffusion_lib.training import CheckpointError, latest_checkpoint, list_checkpoints
-from diffusion_lib.training import load_checkpoint
+from diffusion_lib.training import (
+    CheckpointError,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+)
 
 STEPS, EVERY = 120, 5          # the run of the interruption chain, and its checkpoint interval
 TIMEOUT = 60                   # seconds any child may take; a hang fails the test

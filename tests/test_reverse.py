@@ -3,12 +3,20 @@
 import numpy as np
 import pytest
 import torch
-
 from conftest import gen
-from diffusion_lib import (NoiseSchedule, model_output_to_x0_eps, p_mean_variance,
-                           predict_eps_from_v, predict_eps_from_x0, predict_v,
-                           predict_x0_from_eps, predict_x0_from_v, q_posterior_mean_variance,
-                           q_sample)
+
+from diffusion_lib import (
+    NoiseSchedule,
+    model_output_to_x0_eps,
+    p_mean_variance,
+    predict_eps_from_v,
+    predict_eps_from_x0,
+    predict_v,
+    predict_x0_from_eps,
+    predict_x0_from_v,
+    q_posterior_mean_variance,
+    q_sample,
+)
 
 
 def brute_force_posterior(betas, t, x0, xt):
@@ -59,7 +67,8 @@ def test_posterior_by_monte_carlo(schedule64):
     x0 = torch.full((N, 1), x0v, dtype=torch.float64)
     prev = q_sample(schedule64, x0, t - 1, generator=gen(11))
     beta = schedule64.betas[t].item()
-    xt = (1 - beta) ** 0.5 * prev + beta ** 0.5 * torch.randn(N, 1, generator=gen(12), dtype=torch.float64)
+    xt = ((1 - beta) ** 0.5 * prev
+          + beta ** 0.5 * torch.randn(N, 1, generator=gen(12), dtype=torch.float64))
     keep = (xt - target).abs().flatten() < width
     sel = prev[keep]
     mean, var, _ = q_posterior_mean_variance(schedule64, x0[:1], torch.full((1, 1), target,

@@ -6,11 +6,19 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from conftest import gen
-from diffusion_lib import (GaussianMixture, GaussianMixtureOracle, NoiseSchedule,
-                           ddim_sample_loop, ddim_step, ddim_timesteps, p_mean_variance,
-                           p_sample, p_sample_loop)
+
+from diffusion_lib import (
+    GaussianMixture,
+    GaussianMixtureOracle,
+    NoiseSchedule,
+    ddim_sample_loop,
+    ddim_step,
+    ddim_timesteps,
+    p_mean_variance,
+    p_sample,
+    p_sample_loop,
+)
 
 # Modes at least 14 standard deviations apart: assigning a sample to its nearest mean
 # misplaces a fraction below 1e-9, so per-mode statistics are those of the components.
@@ -153,10 +161,12 @@ def test_clip_denoised_keeps_images_in_range():
     (lambda s, m: ddim_sample_loop(s, m, (2, 1), num_steps=1001, progress=False), r"\[1, T=1000\]"),
     (lambda s, m: ddim_sample_loop(s, m, (2, 1), num_steps=0, progress=False), r"\[1, T=1000\]"),
     (lambda s, m: ddim_sample_loop(s, m, (2, 1), timesteps=[5, 3], progress=False), "increasing"),
-    (lambda s, m: ddim_sample_loop(s, m, (2, 1), timesteps=[0, 1000], progress=False), r"\[0, 999\]"),
+    (lambda s, m: ddim_sample_loop(s, m, (2, 1), timesteps=[0, 1000], progress=False),
+     r"\[0, 999\]"),
     (lambda s, m: ddim_sample_loop(s, m, (2, 1), eta=-1.0, progress=False), "eta"),
     (lambda s, m: p_sample_loop(s, m, (2, 0), progress=False), "positive ints"),
-    (lambda s, m: p_sample_loop(s, lambda x, t: x[:, :1], (2, 3), progress=False), "returned shape"),
+    (lambda s, m: p_sample_loop(s, lambda x, t: x[:, :1], (2, 3), progress=False),
+     "returned shape"),
 ])
 def test_sampler_bad_inputs(call, words):
     s = NoiseSchedule.linear()

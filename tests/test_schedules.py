@@ -125,7 +125,8 @@ def test_single_step_schedule_is_valid():
 
 
 def test_float32_variance_is_exact_at_the_first_step():
-    """1 - alpha_bar in float32 would cancel to 1.00017e-4 at t = 0; the buffer comes from float64."""
+    """1 - alpha_bar in float32 would cancel to 1.00017e-4 at t = 0;
+    the buffer comes from float64."""
     x0 = torch.zeros(1, 1)
     _, var = q_mean_variance(NoiseSchedule.linear(), x0, 0)
     assert abs(var.item() - 1e-4) < 1e-10

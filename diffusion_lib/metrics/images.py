@@ -26,8 +26,12 @@ from ..losses import Model, variational_bound
 from ..reverse import PredictionType, VarianceType
 from ..schedules import NoiseSchedule
 from .distances import frechet_distance
-from .features import (FeatureClassifier, classifier_accuracy, extract_features,
-                       train_feature_classifier)
+from .features import (
+    FeatureClassifier,
+    classifier_accuracy,
+    extract_features,
+    train_feature_classifier,
+)
 
 __all__ = ["bits_per_dim", "image_report"]
 

@@ -125,7 +125,7 @@ def fitted_mixture_kl(samples: Tensor, mixture: GaussianMixture, *, num_points: 
     Compare with the same for a fresh data sample of size N (``kl_floor`` of
     :func:`toy_report`).
     """
-    from sklearn.mixture import GaussianMixture as SklearnMixture   # imported when used
+    from sklearn.mixture import GaussianMixture as SklearnMixture  # imported when used
 
     x = as_samples(samples, "samples", torch.device("cpu"))
     K = mixture.num_components

@@ -65,7 +65,6 @@ def resolve_device(preference: str = "auto", local_rank: int = 0) -> torch.devic
 def setup(preference: str = "auto") -> DistInfo:
     """Join the process group torchrun describes in the environment, or run alone."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(preference, local_rank)
     if world_size <= 1:
