@@ -158,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--sample-every", type=nonneg, help="steps between sample PNGs; 0: none")
     t.add_argument("--log-every", type=pos)
     t.add_argument("--num-preview", type=pos,
-                   help="samples in each PNG (default: 1000 points; images 16 on a CPU, 64 on "
+                   help="samples in each PNG (default: 500 points; images 16 on a CPU, 64 on "
                         "CUDA)")
     t.add_argument("--preview-sampler", choices=("ddpm", "ddim"),
                    help="sampler of the PNGs (default: DDPM for points, DDIM for images)")

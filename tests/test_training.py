@@ -162,7 +162,7 @@ def test_preview_defaults_follow_the_kind_of_data_and_the_device():
     assert (mnist.preview_sampler, mnist.preview_steps, mnist.num_preview) == ("ddim", 50, 16)
     points = resolve_config(TrainConfig(dataset="swissroll"), _swissroll(), "cuda")
     assert (points.preview_sampler, points.preview_steps, points.num_preview) == ("ddpm", None,
-                                                                                  1000)
+                                                                                  500)
     asked = resolve_config(TrainConfig(dataset="swissroll", preview_steps=30), _swissroll())
     assert (asked.preview_sampler, asked.preview_steps) == ("ddim", 30)
     mine = resolve_config(TrainConfig(dataset="digits", preview_sampler="ddpm", num_preview=4),
