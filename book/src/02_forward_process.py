@@ -10,15 +10,19 @@
 
 # %% COLAB_SETUP
 # %%
-import inspect
-
 import matplotlib.pyplot as plt
 import torch
-from IPython.display import HTML, Code, display
-from matplotlib import animation
+from IPython.display import display
 
 import diffusion_lib as dl
-from diffusion_lib.notebook import check_device, check_parameter
+from diffusion_lib.notebook import (
+    animation_html,
+    check_device,
+    check_parameter,
+    interact,
+    show_image,
+    show_source,
+)
 
 # %% tags=["parameters"]
 seed = 0            # every random draw in the chapter comes from this seed
@@ -59,10 +63,11 @@ print(f"               {download=}, {num_samples=}")
 # $$
 #
 # The number $\beta_t \in (0, 1)$ is the *variance of step $t$*. `diffusion_lib` writes
-# this step as `q_step`:
+# this step as `q_step`; `show_source` (from the book's helper module) prints the
+# library's own code:
 
 # %%
-display(Code(inspect.getsource(dl.q_step), language="python"))
+show_source(dl.q_step)
 
 # %% [markdown]
 # The step takes the 0-indexed `t` of the library, so the paper's step $t$ is
@@ -104,7 +109,7 @@ assert mean_ok and var_ok
 # Gaussian (chapter 1).
 
 # %%
-display(Code(inspect.getsource(dl.linear_betas), language="python"))
+display(show_source(dl.linear_betas))
 
 for t in [1, 2, 500, 999, 1000]:
     print(f"beta_{t} = {schedule.betas[t - 1].item():.6f}")
@@ -174,7 +179,8 @@ theory_exploding = 1 + torch.cat([torch.zeros(1), betas.cumsum(0)])
 fig, axes = plt.subplots(1, 3, figsize=(8, 2.9),
                          gridspec_kw={"width_ratios": [1.4, 1, 1]})
 ax = axes[0]
-ax.plot(ts, preserved.var(1).mean(1).cpu(), "-", label=r"with $\sqrt{1-\beta_t}$")
+ax.plot(ts, preserved.var(1).mean(1).cpu(), "-",
+        label=r"with $\sqrt{1-\beta_t}$")
 ax.plot(ts, exploding.var(1).mean(1).cpu(), "--", label="without")
 ax.plot(ts, torch.ones(T + 1), "k:", label="theory")
 ax.plot(ts, theory_exploding, "k:")
@@ -184,7 +190,8 @@ for ax, path, name in [(axes[1], preserved, "with"),
                        (axes[2], exploding, "without")]:
     end, start = path[T].cpu(), x0.cpu()
     # light grey and black: the two sets stay apart in grayscale too
-    ax.scatter(end[:, 0], end[:, 1], s=1, alpha=0.5, color="0.65", label="$x_T$")
+    ax.scatter(end[:, 0], end[:, 1], s=1, alpha=0.5, color="0.65",
+               label="$x_T$")
     ax.scatter(start[:, 0], start[:, 1], s=0.3, color="black", label="$x_0$")
     ax.set(xlim=(-10, 10), ylim=(-10, 10), aspect="equal",
            title=fr"{name} $\sqrt{{1-\beta_t}}$")
@@ -220,7 +227,8 @@ for name, (path, var_theory, corr_theory) in cases.items():
     corr_ok = abs(corr_mc - corr_theory) < 5 * (1 - corr_theory**2) / N**0.5
     print(f"{name} the factor: theory Var x_T = {var_theory:.2f}, "
           f"corr(x_0, x_T) = {corr_theory:.3f}")
-    print(f"    Monte Carlo agrees within 5 standard errors: {var_ok and corr_ok}")
+    print("    Monte Carlo agrees within 5 standard errors:",
+          var_ok and corr_ok)
     assert var_ok and corr_ok
 
 # %% [markdown]
@@ -252,16 +260,6 @@ def run_chain(schedule_name):
 paths = {name: run_chain(name) for name in ["linear", "cosine"]}
 
 
-def show_image(ax, x):
-    """An image in [-1, 1] (C, H, W) as 8-bit pixels (the rest clipped)."""
-    pixels = images.to_output(x[None])[0]             # (H, W, C) uint8
-    if pixels.shape[-1] == 1:
-        ax.imshow(pixels[..., 0], cmap="gray_r", vmin=0, vmax=255)
-    else:
-        ax.imshow(pixels)
-    ax.set(xticks=[], yticks=[])
-
-
 def show_points(ax, x):
     x = x.cpu()
     ax.scatter(x[:, 0], x[:, 1], s=1, alpha=0.4)
@@ -272,7 +270,8 @@ def show_points(ax, x):
 frames = [0, 25, 50, 100, 150, 200, 250, 300, 350, 400, 450, 500, 550, 600,
           700, 800, 900, T]
 point_path, image_path = paths["linear"]
-fig, (ax_points, ax_image) = plt.subplots(1, 2, figsize=(5, 2.8), dpi=60)
+# 5 inches at 100 dpi: 500 pixels wide, a title in 17-pixel letters
+fig, (ax_points, ax_image) = plt.subplots(1, 2, figsize=(5, 2.8), dpi=100)
 fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.86, wspace=0.1)
 
 
@@ -283,16 +282,14 @@ def draw(t):
     show_image(ax_image, image_path[t, 0])
     alpha_bar = schedule.alpha_bars[t - 1].item() if t > 0 else 1.0
     fig.suptitle(fr"linear schedule, $t = {t}$, "
-                 fr"$\bar\alpha_t = {alpha_bar:.3f}$", fontsize=13)
+                 fr"$\bar\alpha_t = {alpha_bar:.3f}$", fontsize=12)
 
 
-movie = animation.FuncAnimation(fig, draw, frames=frames, interval=300)
-html = movie.to_jshtml(default_mode="once")
-plt.close(fig)
-display(HTML(f"<figure>{html}<figcaption>The swiss roll and a digit under the linear "
-             "schedule, from t = 0 to t = 1000: both dissolve into noise as "
-             "alpha-bar falls from 1 to 0. Press play, or step through the frames."
-             "</figcaption></figure>"))
+display(animation_html(
+    fig, draw, frames, interval=300,
+    caption="The swiss roll and a digit under the linear schedule, from "
+            "t = 0 to t = 1000: both dissolve into noise as alpha-bar falls "
+            "from 1 to 0. Press play, or step through the frames."))
 
 # %% [markdown]
 # ## Linear and cosine schedules
@@ -314,7 +311,7 @@ display(HTML(f"<figure>{html}<figcaption>The swiss roll and a digit under the li
 # clipped at $0.999$ so that the last step stays a step.
 
 # %%
-display(Code(inspect.getsource(dl.cosine_betas), language="python"))
+show_source(dl.cosine_betas)
 
 # %% [markdown]
 # Below, the two schedules side by side, through three quantities: the step variances
@@ -382,28 +379,20 @@ plt.show()
 # for any step.
 
 # %% tags=["remove-cell"]
-try:
-    import ipywidgets as widgets
-except ImportError:
-    print("pip install ipywidgets for the interactive version")
-else:
-    def show_step(t, schedule_name):
-        point_path, image_path = paths[schedule_name]
-        fig, (ax_points, ax_image) = plt.subplots(1, 2, figsize=(6, 3))
-        show_points(ax_points, point_path[t])
-        show_image(ax_image, image_path[t, 0])
-        alpha_bars = schedules[schedule_name].alpha_bars
-        alpha_bar = alpha_bars[t - 1].item() if t > 0 else 1.0
-        fig.suptitle(fr"{schedule_name} schedule, $t = {t}$, "
-                     fr"$\bar\alpha_t = {alpha_bar:.3f}$")
-        plt.show()
+def show_step(t, schedule):
+    point_path, image_path = paths[schedule]
+    fig, (ax_points, ax_image) = plt.subplots(1, 2, figsize=(6, 3))
+    show_points(ax_points, point_path[t])
+    show_image(ax_image, image_path[t, 0])
+    alpha_bars = schedules[schedule].alpha_bars
+    alpha_bar = alpha_bars[t - 1].item() if t > 0 else 1.0
+    fig.suptitle(fr"{schedule} schedule, $t = {t}$, "
+                 fr"$\bar\alpha_t = {alpha_bar:.3f}$")
+    plt.show()
 
-    _ = widgets.interact(
-        show_step,
-        t=widgets.IntSlider(value=300, min=0, max=T, step=10,
-                            continuous_update=False),
-        schedule_name=widgets.ToggleButtons(options=["linear", "cosine"],
-                                            description="schedule"))
+
+# a slider for t (0..T in steps of 10, starting at 300) and two buttons
+_ = interact(show_step, t=(0, T, 10, 300), schedule=["linear", "cosine"])
 
 # %% [markdown]
 # ## Summary
@@ -418,3 +407,114 @@ else:
 #
 # Chapter 3 chains the steps into the full forward process and asks what it costs to
 # simulate.
+#
+# ## Exercises
+#
+# **Exercise 2.1** (show that). Let the data have unit variance in a coordinate, and
+# let $x_1, x_2, \dots$ follow the forward steps. Show that the correlation between
+# that coordinate of $x_0$ and of $x_t$ is $\sqrt{\bar\alpha_t}$. From which $t$ is it
+# below $1/2$, for the linear and for the cosine schedule? Check the linear answer on
+# the swiss-roll chains of this chapter.
+#
+# ```{admonition} Solution
+# :class: dropdown
+#
+# The noise of step $t$ is independent of $x_0$ and of $x_{t-1}$, so
+# $\mathrm{Cov}(x_0, x_t) = \sqrt{1-\beta_t}\,\mathrm{Cov}(x_0, x_{t-1})$. Repeating
+# down to $\mathrm{Cov}(x_0, x_0) = \mathrm{Var}\, x_0 = 1$ gives
+# $\mathrm{Cov}(x_0, x_t) = \sqrt{\bar\alpha_t}$. The variance of $x_t$ stays $1$ (the
+# variance-preserving property above), so the correlation is the covariance. It falls
+# below $1/2$ when $\bar\alpha_t < 1/4$: from $t = 369$ for the linear schedule, and
+# only from $t = 665$ for the cosine one, which keeps the signal longer. The cell
+# finds both and measures the correlation on the simulated chains at $t = 369$.
+# ```
+
+# %% tags=["hide-cell"]
+# Exercise 2.1: corr(x_0, x_t) = sqrt(alpha_bar_t) falls below 1/2
+below = {name: int((s.alpha_bars < 0.25).nonzero()[0]) + 1   # paper's t
+         for name, s in schedules.items()}
+print("correlation < 1/2 from t =", below)
+t = below["linear"]
+rho = schedule.sqrt_alpha_bars[t - 1].item()
+measured = correlation(preserved[0, :, 0], preserved[t, :, 0]).item()
+print(f"t = {t}: sqrt(alpha_bar_t) = {rho:.3f}, measured {measured:.3f}")
+assert below == {"linear": 369, "cosine": 665}
+assert abs(measured - rho) < 5 * (1 - rho**2) / N**0.5
+
+# %% [markdown]
+# **Exercise 2.2** (predict, then run). Double every $\beta_t$ of the linear schedule
+# (from $2 \cdot 10^{-4}$ to $0.04$). Since $\log(1 - 2\beta) \approx 2 \log(1 -
+# \beta)$ for small $\beta$, predict the new $\bar\alpha_t$ from the old one, and from
+# it the first $t$ at which the new $\bar\alpha_t$ is below $1/2$ (it is $t = 260$ for
+# the original schedule). Then build the schedule with `dl.NoiseSchedule(betas)` and
+# check.
+#
+# ```{admonition} Solution
+# :class: dropdown
+#
+# $\log \bar\alpha_t = \sum_{s \le t} \log(1 - \beta_s)$, so doubling every
+# $\beta_s$ roughly doubles $\log \bar\alpha_t$: the new $\bar\alpha_t$ is about the
+# square of the old one. It falls below $1/2$ where the old one falls below
+# $1/\sqrt 2 \approx 0.71$, at $t = 182$, and the schedule, exactly computed, agrees.
+# The approximation drops terms of order $\beta^2$, tiny at every step but adding up
+# over a thousand of them: at $t = T$ the true value is 13% below the square.
+# ```
+
+# %% tags=["hide-cell"]
+# Exercise 2.2: twice the step variances
+linear64 = schedules["linear"]
+doubled = dl.NoiseSchedule(2 * linear64.betas, dtype=torch.float64)
+predicted = int((linear64.alpha_bars**2 < 0.5).nonzero()[0]) + 1
+actual = int((doubled.alpha_bars < 0.5).nonzero()[0]) + 1
+end_ratio = (doubled.alpha_bars[-1] / linear64.alpha_bars[-1] ** 2).item()
+print(f"alpha_bar_t < 1/2 from t = {actual} (predicted {predicted}); "
+      f"at t = T, new / old^2 = {end_ratio:.2f}")
+assert actual == predicted == 182 and abs(end_ratio - 0.87) < 0.01
+
+# %% [markdown]
+# **Exercise 2.3** (predict, then compute exactly). In chapter 1's figure the eight
+# blobs of `8gaussians` blur into a ring before the ring fills in. A mixture of two equal Gaussians of
+# standard deviation $\sigma$ whose centres are $d$ apart has a dip between them
+# exactly when $d > 2\sigma$. In the standardized `8gaussians` data, neighbouring
+# centres are $1.08$ apart and each blob has a standard deviation of $0.105$. After $t$
+# steps the centres are $\sqrt{\bar\alpha_t}$ times closer and the blobs' variance is
+# $\bar\alpha_t \cdot 0.105^2 + 1 - \bar\alpha_t$. Use the rule to predict the $t$ at
+# which neighbouring blobs merge. Then find it exactly: the law of $x_t$ is again a
+# Gaussian mixture, `mixture.noised(sqrt(alpha_bar_t), 1 - alpha_bar_t)` (chapter 4
+# derives it); find the first $t$ at which its density halfway between two
+# neighbouring centres reaches the density at a centre.
+#
+# ```{admonition} Solution
+# :class: dropdown
+#
+# The rule gives $\bar\alpha_t \cdot 1.08^2 = 4\,(\bar\alpha_t \cdot 0.105^2 + 1 -
+# \bar\alpha_t)$, so $\bar\alpha_t \approx 0.78$, reached at $t = 153$. The exact
+# density says $t = 161$: the other six blobs also put a little mass between the two,
+# and the rule ignores them. The density at the origin overtakes that at a centre much
+# later, at $t = 229$, when the ring fills in.
+# ```
+
+# %% tags=["hide-cell"]
+# Exercise 2.3: when do neighbouring blobs merge?
+mixture = dl.load_dataset("8gaussians").training_mixture
+spacing = (mixture.means[0] - mixture.means[1]).norm().item()
+blob_var = mixture.covariances[0, 0, 0].item()
+ab_rule = 4 / (spacing**2 - 4 * blob_var + 4)     # the rule, solved
+t_rule = int((linear64.alpha_bars < ab_rule).nonzero()[0]) + 1
+midpoint = (mixture.means[0] + mixture.means[1]) / 2
+merged = {}                                        # event: first t (paper's)
+for t in range(1, T + 1):
+    ab = linear64.alpha_bars[t - 1]
+    law = mixture.noised(ab.sqrt(), 1 - ab)        # the law of x_t
+    centre, between, origin = law.log_prob(torch.stack(
+        [law.means[0], ab.sqrt() * midpoint, torch.zeros(2).double()]))
+    if between >= centre:
+        merged.setdefault("ring", t)
+    if origin >= centre:
+        merged.setdefault("filled", t)
+        break
+print(f"spacing {spacing:.2f}, blob std {blob_var**0.5:.3f}: "
+      f"the rule predicts t = {t_rule}")
+print(f"exact density: blobs merge at t = {merged['ring']}, "
+      f"the ring fills in at t = {merged['filled']}")
+assert t_rule == 153 and merged == {"ring": 161, "filled": 229}
