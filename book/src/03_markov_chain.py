@@ -9,15 +9,16 @@
 
 # %% COLAB_SETUP
 # %%
-import inspect
-import time
-
 import matplotlib.pyplot as plt
 import torch
-from IPython.display import Code, display
 
 import diffusion_lib as dl
-from diffusion_lib.notebook import check_device, check_parameter
+from diffusion_lib.notebook import (
+    check_device,
+    check_parameter,
+    seconds,
+    show_source,
+)
 
 # %% tags=["parameters"]
 seed = 0             # every random draw in the chapter comes from this seed
@@ -53,7 +54,7 @@ print(f"parameters ok: {seed=}, {device=}, {num_samples=}")
 # what `q_sample_chain` does:
 
 # %%
-display(Code(inspect.getsource(dl.q_sample_chain), language="python"))
+show_source(dl.q_sample_chain)
 
 # %% [markdown]
 # ## Paths
@@ -89,7 +90,7 @@ for start, color in [(1.5, "tab:blue"), (-1.5, "tab:red")]:
 ax_paths.set(xlabel="$t$", ylabel="$x_t$",
              title="paths; bands hold 90% of all paths")
 colors = plt.cm.viridis(torch.linspace(0, 0.9, 5).numpy())
-styles = ["-", "--", "-.", ":", "-"]   # line styles tell the steps apart in grayscale too
+styles = ["-", "--", "-.", ":", "-"]   # tell the steps apart in grayscale too
 for t, color, style in zip([50, 200, 400, 600, T], colors, styles):
     ax_hist.hist(path[t, :, 0].cpu(), bins=80, range=(-4, 4), density=True,
                  histtype="step", color=color, ls=style, lw=2 if t == T else 1,
@@ -155,28 +156,21 @@ assert a_ok and b_ok and var_ok
 #
 # Below we time `q_sample_chain` up to several $t$ on a batch of 256 images of 8×8
 # pixels, and report each time relative to a single step. The exact ratios depend on the
-# machine, so only rounded values are printed.
+# machine, so only rounded values are printed. `seconds`, a small timer of the book's
+# helper module, keeps the fastest of a few runs (the others were slowed down by
+# something else on the machine):
+
+# %%
+show_source(seconds)
 
 # %% tags=["nbval-ignore-output"]
-def seconds(fn, repeats=5):
-    """The fastest of a few runs of fn(), in seconds."""
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
 batch = torch.randn(256, 1, 8, 8, generator=generator, device=device)
 chain_steps = [1, 10, 100, 1000]
 times = {}
 for t in chain_steps:
     times[t] = seconds(lambda: dl.q_sample_chain(
         schedule, batch, num_steps=t, generator=generator),
-        repeats=5 if t < 1000 else 2)
+        repeats=5 if t < 1000 else 2, device=device)
 for t in chain_steps[1:]:
     print(f"reaching x_{t} step by step takes about "
           f"{times[t] / times[1]:.0f} x as long as reaching x_1")
@@ -206,3 +200,114 @@ plt.show()
 # * Reaching $x_t$ this way costs $t$ steps. Chapter 4 shows that $x_t$ can be drawn
 #   from $x_0$ in a single step instead, because the product of Gaussian steps has a
 #   closed form.
+#
+# ## Exercises
+#
+# **Exercise 3.1** (show that, then compute exactly). Every path above starts at
+# $+1.5$ or at $-1.5$. Given only $x_t$, how sure can we be of where it started? Show
+# that, with $\bar\alpha_t = \prod_{s \le t} (1 - \beta_s)$ and $x_t \mid x_0 \sim
+# \mathcal{N}(\sqrt{\bar\alpha_t}\, x_0, 1 - \bar\alpha_t)$ (chapter 4 derives this),
+#
+# $$
+# P(x_0 = +1.5 \mid x_t) = \frac{1}{1 + e^{-z}}, \qquad
+# z = \frac{3 \sqrt{\bar\alpha_t}\; x_t}{1 - \bar\alpha_t}.
+# $$
+#
+# Compare it at $t = 300$ and $x_t = 0.5$ with the exact answer of the library's
+# mixtures (the data as two very narrow bumps; `GaussianMixture.posterior` of its
+# noised version) and with the share of simulated paths that started at $+1.5$ among
+# those passing near $0.5$ at $t = 300$.
+#
+# ```{admonition} Solution
+# :class: dropdown
+#
+# Bayes' rule with equal prior weights: the posterior odds are the ratio of the two
+# likelihoods, $\exp\big(-(x_t - \sqrt{\bar\alpha_t}\,1.5)^2 / 2(1-\bar\alpha_t) +
+# (x_t + \sqrt{\bar\alpha_t}\,1.5)^2 / 2(1-\bar\alpha_t)\big) = e^z$: the squares
+# cancel except for the cross term $2 \cdot 1.5 \sqrt{\bar\alpha_t}\, x_t$. At
+# $t = 300$, $x_t = 0.5$ gives a probability of about $0.83$: the path most likely
+# started at $+1.5$, but far from surely. The exact mixture gives the same number, and
+# the simulated paths agree within their standard error. (This posterior is what a
+# denoiser must work out; chapter 6 builds on it.)
+# ```
+
+# %% tags=["hide-cell"]
+# Exercise 3.1: where did a path passing near 0.5 at t = 300 start?
+t, c = 300, 0.5
+ab = schedule.alpha_bars[t - 1].double().cpu()
+formula = torch.sigmoid(3 * ab.sqrt() * c / (1 - ab)).item()
+two_points = dl.GaussianMixture([0.5, 0.5], [[-1.5], [1.5]], 1e-8)
+law = two_points.noised(ab.sqrt(), 1 - ab)                # the law of x_t
+exact = law.posterior(torch.tensor([[c]]).double())[0, 1].item()
+near = (trajectory[t] - c).abs() < 0.05                  # paths near c
+started_up = (x0[:, 0].cpu() > 0)[near].double()
+share = started_up.mean().item()
+se = (formula * (1 - formula) / near.sum().item()) ** 0.5
+print(f"P(x_0 = +1.5 | x_t = {c}): formula {formula:.3f}, exact {exact:.3f}, "
+      f"paths {share:.2f}")
+assert abs(formula - exact) < 1e-6 and abs(formula - 0.83) < 0.005
+assert abs(share - formula) < 5 * se
+
+# %% [markdown]
+# **Exercise 3.2** (predict, then run). Regress $x_t$ on $x_{t-2}$ *alone*, at
+# $t = 500$. Predict the coefficient and the variance of the residual from the
+# $\beta$s of steps $t - 1$ and $t$, then fit it on the simulated paths.
+#
+# ```{admonition} Solution
+# :class: dropdown
+#
+# Two steps in a row give $x_t = \sqrt{\alpha_t}\,(\sqrt{\alpha_{t-1}}\, x_{t-2} +
+# \sqrt{\beta_{t-1}}\,\epsilon_{t-1}) + \sqrt{\beta_t}\,\epsilon_t$, with
+# $\alpha = 1 - \beta$. The noise is independent of $x_{t-2}$, so the coefficient is
+# $\sqrt{\alpha_t \alpha_{t-1}}$ and the residual is the noise, of variance
+# $\alpha_t \beta_{t-1} + \beta_t = 1 - \alpha_t \alpha_{t-1}$: two steps together are
+# one step with $1 - \beta = \alpha_t \alpha_{t-1}$. That is the closed form of
+# chapter 4 in miniature.
+# ```
+
+# %% tags=["hide-cell"]
+# Exercise 3.2: x_t on x_{t-2} alone
+t = 500
+a_t, a_prev = (schedule.alphas[t - 1].double().item(),
+               schedule.alphas[t - 2].double().item())
+inputs = trajectory[t - 2][:, None]                        # (N, 1)
+fit = torch.linalg.lstsq(inputs, trajectory[t][:, None]).solution.item()
+residual = trajectory[t] - fit * trajectory[t - 2]
+coef_se = (residual.var() / inputs.square().sum()).sqrt().item()
+predicted, noise = (a_t * a_prev) ** 0.5, 1 - a_t * a_prev
+print(f"coefficient {fit:.4f} (predicted {predicted:.4f})")
+print(f"residual variance {residual.var().item():.4f} (predicted {noise:.4f})")
+assert abs(fit - predicted) < 5 * coef_se
+assert abs(residual.var().item() / noise - 1) < 5 * (2 / (N - 1)) ** 0.5
+
+# %% [markdown]
+# **Exercise 3.3** (show that). For $s < t$, show that
+# $\mathrm{Cov}(x_s, x_t) = \sqrt{\bar\alpha_t / \bar\alpha_s}\;\mathrm{Var}(x_s)$, and
+# compute it for $s = 100$, $t = 500$ with this chapter's data ($x_0 = \pm 1.5$, so
+# $\mathrm{Var}\,x_0 = 2.25$). How does the memory between two times decay?
+#
+# ```{admonition} Solution
+# :class: dropdown
+#
+# Each step multiplies the covariance with $x_s$ by $\sqrt{\alpha}$, since its fresh
+# noise is independent of $x_s$: $\mathrm{Cov}(x_s, x_t) = \sqrt{\alpha_t}\,
+# \mathrm{Cov}(x_s, x_{t-1}) = \dots = \sqrt{\alpha_t \cdots \alpha_{s+1}}\,
+# \mathrm{Var}(x_s)$, and that product is $\sqrt{\bar\alpha_t / \bar\alpha_s}$. With
+# $\mathrm{Var}(x_s) = 2.25\,\bar\alpha_s + 1 - \bar\alpha_s$ (the data shrunk, plus
+# the noise) this is about $0.63$ at $s = 100$, $t = 500$. The memory between two times
+# decays with the product of the $\alpha$s between them, whatever happened before $s$:
+# the Markov property again.
+# ```
+
+# %% tags=["hide-cell"]
+# Exercise 3.3: covariance between x_100 and x_500
+s, t = 100, 500
+alpha_bars = schedule.alpha_bars.double().cpu()
+var_s = 2.25 * alpha_bars[s - 1] + 1 - alpha_bars[s - 1]
+theory = ((alpha_bars[t - 1] / alpha_bars[s - 1]).sqrt() * var_s).item()
+products = ((trajectory[s] - trajectory[s].mean())
+            * (trajectory[t] - trajectory[t].mean()))       # (N,)
+print(f"Cov(x_{s}, x_{t}): theory {theory:.3f}, "
+      f"paths {products.mean().item():.3f}")
+assert abs(products.mean().item() - theory) < 5 * products.std().item() / N**0.5
+assert abs(theory - 0.63) < 0.005
