@@ -10,15 +10,18 @@
 
 # %% COLAB_SETUP
 # %%
-import inspect
-import time
-
 import matplotlib.pyplot as plt
 import torch
-from IPython.display import Code, display
+from IPython.display import display
 
 import diffusion_lib as dl
-from diffusion_lib.notebook import check_device, check_parameter
+from diffusion_lib.notebook import (
+    check_device,
+    check_parameter,
+    interact,
+    seconds,
+    show_source,
+)
 
 # %% tags=["parameters"]
 seed = 0             # every random draw in the chapter comes from this seed
@@ -47,9 +50,7 @@ print(f"parameters ok: {seed=}, {device=}, {num_samples=}")
 # precision, when it is created; here is the start of its constructor:
 
 # %%
-source = inspect.getsource(dl.NoiseSchedule.__init__).splitlines()
-end = next(i for i, line in enumerate(source) if "alpha_bars_prev" in line)
-display(Code("\n".join(source[:end + 1] + ["        ..."]), language="python"))
+show_source(dl.NoiseSchedule.__init__, until="alpha_bars_prev")
 
 # %% [markdown]
 # ## Deriving $q(x_t \mid x_0)$
@@ -101,8 +102,8 @@ display(Code("\n".join(source[:end + 1] + ["        ..."]), language="python"))
 # one-jump sampler as `q_sample`:
 
 # %%
-display(Code(inspect.getsource(dl.q_mean_variance), language="python"))
-display(Code(inspect.getsource(dl.q_sample), language="python"))
+display(show_source(dl.q_mean_variance))
+display(show_source(dl.q_sample))
 
 # %% [markdown]
 # ## Check 1: the recursions
@@ -225,19 +226,14 @@ plt.show()
 # version) adds a slider to look at any $t$.
 
 # %% tags=["remove-cell"]
-try:
-    import ipywidgets as widgets
-except ImportError:
-    print("pip install ipywidgets for the interactive version")
-else:
-    def show_one(t):
-        fig, ax = plt.subplots(figsize=(5, 3))
-        show_marginal(ax, t)
-        ax.legend(fontsize=8)
-        plt.show()
+def show_one(t):
+    fig, ax = plt.subplots(figsize=(5, 3))
+    show_marginal(ax, t)
+    ax.legend(fontsize=8)
+    plt.show()
 
-    _ = widgets.interact(show_one, t=widgets.IntSlider(
-        value=150, min=0, max=T, step=10, continuous_update=False))
+
+_ = interact(show_one, t=(0, T, 10, 150))   # a slider: 0..T in steps of 10
 
 # %% [markdown]
 # ## What the closed form saves
@@ -247,25 +243,15 @@ else:
 # depend on the machine):
 
 # %% tags=["nbval-ignore-output"]
-def seconds(fn, repeats=5):
-    """The fastest of a few runs of fn(), in seconds."""
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
+# seconds(fn): the fastest of a few runs of fn() (chapter 3)
 batch = torch.randn(256, 1, 8, 8, generator=generator, device=device)
 for t in [10, 100, T]:
     chain_time = seconds(lambda: dl.q_sample_chain(
         schedule, batch, num_steps=t, generator=generator),
-        repeats=5 if t < T else 2)
+        repeats=5 if t < T else 2, device=device)
     jump_time = seconds(
-        lambda: dl.q_sample(schedule, batch, t - 1, generator=generator))
+        lambda: dl.q_sample(schedule, batch, t - 1, generator=generator),
+        device=device)
     print(f"x_{t}: the chain takes about {chain_time / jump_time:.0f} x "
           "as long as q_sample")
 
@@ -342,3 +328,131 @@ plt.show()
 # The sampling instruction $x_t = \sqrt{\bar\alpha_t}\, x_0 + \sqrt{1-\bar\alpha_t}\,
 # \bar\epsilon_t$ is an instance of a general device, the reparameterization trick,
 # which chapter 5 looks at in its own right.
+#
+# ## Exercises
+#
+# **Exercise 4.1** (show that). The proof above jumps from $x_0$. Show that from any
+# earlier step $s < t$,
+# $q(x_t \mid x_s) = \mathcal{N}\big(\sqrt{\bar\alpha_t / \bar\alpha_s}\, x_s,\
+# (1 - \bar\alpha_t / \bar\alpha_s)\,\mathbf{I}\big)$. Check it: jump from the
+# chain's $x_{100}$ to $t = 500$ with this formula, and compare the result with
+# $q(x_{500} \mid x_0)$ using the helper `agrees` of Check 2.
+#
+# ```{admonition} Solution
+# :class: dropdown
+#
+# The steps $s + 1, \dots, t$ form a chain of their own, started at $x_s$, with the
+# same recursions as in the proof; its product of $\alpha$s is
+# $\alpha_{s+1} \cdots \alpha_t = \bar\alpha_t / \bar\alpha_s$. The induction then
+# gives the mean $\sqrt{\bar\alpha_t / \bar\alpha_s}\, x_s$ and the variance
+# $1 - \bar\alpha_t / \bar\alpha_s$. Consistently, composing it with
+# $q(x_s \mid x_0)$ gives back $q(x_t \mid x_0)$: the means multiply to
+# $\sqrt{\bar\alpha_t}\, x_0$ and the variances add to
+# $(\bar\alpha_t / \bar\alpha_s)(1 - \bar\alpha_s) + 1 - \bar\alpha_t /
+# \bar\alpha_s = 1 - \bar\alpha_t$.
+# ```
+
+# %% tags=["hide-cell"]
+# Exercise 4.1: from x_100 to x_500 in one jump
+s, t = 100, 500
+ratio = schedule.alpha_bars[t - 1] / schedule.alpha_bars[s - 1]
+noise = torch.randn(chain[s].shape, generator=generator, device=device)
+x_t_from_s = ratio.sqrt() * chain[s] + (1 - ratio).sqrt() * noise
+print(f"alpha_bar_500 / alpha_bar_100 = {ratio.item():.4f}; the jump follows "
+      f"q(x_500 | x_0): {agrees(x_t_from_s, t)}")
+assert agrees(x_t_from_s, t)
+
+# %% [markdown]
+# **Exercise 4.2** (show that, then compare with the oracle). Let the data be
+# one-dimensional and Gaussian, $x_0 \sim \mathcal{N}(0, \sigma^2)$. Then $x_0$ and
+# $\epsilon$ are independent Gaussians and $x_t$ is a linear combination of them. Show
+# that the best prediction of the noise from $x_t$ is
+#
+# $$
+# \mathbb{E}[\epsilon \mid x_t] = \frac{\sqrt{1 - \bar\alpha_t}}
+# {\bar\alpha_t \sigma^2 + 1 - \bar\alpha_t}\; x_t ,
+# $$
+#
+# and compare it, for $\sigma = 0.5$, with `GaussianMixtureOracle` for a mixture of one
+# component (the exact denoiser that chapter 6 uses).
+#
+# ```{admonition} Solution
+# :class: dropdown
+#
+# For two jointly Gaussian variables with mean zero,
+# $\mathbb{E}[\epsilon \mid x_t] = \mathrm{Cov}(\epsilon, x_t)\, x_t /
+# \mathrm{Var}(x_t)$. Here $\mathrm{Cov}(\epsilon, x_t) = \sqrt{1 - \bar\alpha_t}$ (only
+# the noise term of $x_t = \sqrt{\bar\alpha_t}\, x_0 + \sqrt{1 - \bar\alpha_t}\,
+# \epsilon$ is correlated with $\epsilon$) and $\mathrm{Var}(x_t) = \bar\alpha_t
+# \sigma^2 + 1 - \bar\alpha_t$. Two limits are worth reading: at small $t$ the
+# prediction is nearly $0$, since $x_t$ is almost all data; at large $t$ it is nearly
+# $x_t$ itself, since $x_t$ is almost all noise. The oracle agrees to rounding error
+# (it works in float64).
+# ```
+
+# %% tags=["hide-cell"]
+# Exercise 4.2: the exact denoiser of Gaussian data, by hand and by the library
+sigma = 0.5
+gaussian = dl.GaussianMixture([1.0], [[0.0]], sigma**2)     # one component
+oracle = dl.GaussianMixtureOracle(schedule64, gaussian)
+x_t = torch.linspace(-3, 3, 7, dtype=torch.float64)[:, None]   # (7, 1)
+worst = 0.0
+for t in [1, 10, 100, 500, T]:
+    ab = schedule64.alpha_bars[t - 1]
+    by_hand = (1 - ab).sqrt() * x_t / (ab * sigma**2 + 1 - ab)
+    exact = oracle(x_t, torch.full((7,), t - 1))
+    worst = max(worst, (exact - by_hand).abs().max().item())
+print(f"largest difference, formula against oracle: {worst:.1e}")
+assert worst < 1e-12
+
+# %% [markdown]
+# **Exercise 4.3** (predict, then run). Take $T = 2000$ steps instead of $1000$, each
+# with half the variance: $\beta_t$ from $0.5 \cdot 10^{-4}$ to $0.01$. Predict how
+# $\bar\alpha$ after $2t$ of the new steps compares with $\bar\alpha_t$ of the old
+# schedule. Then build `dl.NoiseSchedule.linear(2000, 0.5e-4, 0.01)` and compare.
+#
+# ```{admonition} Solution
+# :class: dropdown
+#
+# For small steps $\log \bar\alpha_t = \sum_s \log(1 - \beta_s) \approx
+# -\sum_s \beta_s$: what matters is the total variance added, not how it is cut into
+# steps. $2t$ half steps add the same total as $t$ whole ones, so the new
+# $\bar\alpha_{2t}$ is close to the old $\bar\alpha_t$ everywhere: within 4% at
+# every $t$ (the difference comes from the neglected $\beta^2$ terms and is largest at
+# the end, where $\bar\alpha$ itself is tiny). The closed form makes this plain; by
+# simulation, the finer chain would cost twice as many steps for the same result.
+# ```
+
+# %% tags=["hide-cell"]
+# Exercise 4.3: twice the steps, half the variance each
+fine = dl.NoiseSchedule.linear(2000, 0.5e-4, 0.01, dtype=torch.float64)
+# entry 2t - 1 of the fine schedule is its alpha_bar after 2t steps
+log_ratio = (fine.alpha_bars[1::2] / schedule64.alpha_bars).log()   # (T,)
+print(f"alpha_bar after 2t fine steps / after t old steps: within "
+      f"{log_ratio.abs().max().exp().item() - 1:.1%} at every t")
+assert log_ratio.abs().max() < 0.04
+
+# %% [markdown]
+# **Exercise 4.4** (predict, then run). The signal-to-noise ratio above assumes data
+# of unit variance. Suppose the data has variance $4$ (it was not standardized). Is
+# the step at which signal and noise weigh the same earlier or later than $t = 260$,
+# where $\mathrm{SNR}(t) = 1$ for the linear schedule? Compute it.
+#
+# ```{admonition} Solution
+# :class: dropdown
+#
+# Later. The signal part of $x_t$ now has variance $4 \bar\alpha_t$, so signal and
+# noise balance when $4\,\mathrm{SNR}(t) = 1$, that is $\bar\alpha_t = 1/5$ instead
+# of $1/2$: at $t = 397$ instead of $260$. Data with a larger spread survives the same
+# schedule for longer, which is one reason why the library standardizes its 2-D data
+# and scales images to $[-1, 1]$: the schedule is designed for data of about unit
+# variance.
+# ```
+
+# %% tags=["hide-cell"]
+# Exercise 4.4: when do signal and noise balance for data of variance 4?
+snr = schedule64.snr
+balance = {v: int((v * snr < 1).nonzero()[0]) + 1 for v in (1, 4)}
+print("signal variance = noise variance from t =", balance,
+      "(data variance: t)")
+assert balance == {1: 260, 4: 397}
