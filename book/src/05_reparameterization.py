@@ -11,14 +11,11 @@
 
 # %% COLAB_SETUP
 # %%
-import inspect
-
 import matplotlib.pyplot as plt
 import torch
-from IPython.display import Code, display
 
 import diffusion_lib as dl
-from diffusion_lib.notebook import check_device, check_parameter
+from diffusion_lib.notebook import check_device, check_parameter, show_source
 
 # %% tags=["parameters"]
 seed = 0              # every random draw in the chapter comes from this seed
@@ -104,9 +101,12 @@ mu.grad, sigma.grad = None, None
 # expectation:
 #
 # $$
+# \begin{aligned}
 # \nabla_{\mu, \sigma}\, \mathbb{E}_{z \sim \mathcal{N}(\mu, \sigma^2)}[f(z)]
-# = \nabla_{\mu, \sigma}\, \mathbb{E}_{\epsilon \sim \mathcal{N}(0, 1)}[f(\mu + \sigma \epsilon)]
-# = \mathbb{E}_{\epsilon}\big[f'(\mu + \sigma\epsilon)\, (1,\ \epsilon)\big],
+# &= \nabla_{\mu, \sigma}\, \mathbb{E}_{\epsilon \sim \mathcal{N}(0, 1)}
+#    [f(\mu + \sigma \epsilon)] \\
+# &= \mathbb{E}_{\epsilon}\big[f'(\mu + \sigma\epsilon)\, (1,\ \epsilon)\big],
+# \end{aligned}
 # $$
 #
 # and the Monte Carlo average of $f(\mu + \sigma\epsilon_i)$ can be differentiated by
@@ -116,7 +116,7 @@ mu.grad, sigma.grad = None, None
 # its samples (`q_step`, `q_sample`):
 
 # %%
-display(Code(inspect.getsource(dl.reparameterize), language="python"))
+show_source(dl.reparameterize)
 
 # %% [markdown]
 # ## Checking the gradients
@@ -156,9 +156,11 @@ for name in ["mu", "sigma"]:
 # *score-function* (or REINFORCE) estimator uses
 #
 # $$
-# \nabla_\mu \mathbb{E}[f(z)] =
-# \mathbb{E}[f(z)\, \nabla_\mu \log \mathcal{N}(z; \mu, \sigma^2)] =
-# \mathbb{E}[f(z)\,(z - \mu)/\sigma^2]
+# \begin{aligned}
+# \nabla_\mu \mathbb{E}[f(z)]
+# &= \mathbb{E}[f(z)\, \nabla_\mu \log \mathcal{N}(z; \mu, \sigma^2)] \\
+# &= \mathbb{E}[f(z)\,(z - \mu)/\sigma^2]
+# \end{aligned}
 # $$
 #
 # and never differentiates $f$. It is correct on
@@ -196,9 +198,12 @@ print(f"    / reparameterization: {ratio:.1f}")
 # the model is trained by maximizing
 #
 # $$
-# \mathbb{E}_{q_\phi(z \mid x)}\big[\log p_\theta(x \mid z)\big]
-# - \mathrm{KL}\big(q_\phi(z \mid x)\, \|\, p(z)\big),
-# \qquad z = \mu_\phi(x) + \sigma_\phi(x) \odot \epsilon,\ \ \epsilon \sim \mathcal{N}(0, \mathbf{I}).
+# \begin{aligned}
+# &\mathbb{E}_{q_\phi(z \mid x)}\big[\log p_\theta(x \mid z)\big]
+#   - \mathrm{KL}\big(q_\phi(z \mid x)\, \|\, p(z)\big), \\
+# &z = \mu_\phi(x) + \sigma_\phi(x) \odot \epsilon,
+#   \quad \epsilon \sim \mathcal{N}(0, \mathbf{I}).
+# \end{aligned}
 # $$
 #
 # The expectation depends on $\phi$ through the distribution of $z$, exactly the
@@ -248,9 +253,11 @@ assert same
 # (Eq. 14) is a plain regression,
 #
 # $$
-# L_\text{simple}(\theta) = \mathbb{E}_{t, x_0, \epsilon}\Big[\big\| \epsilon -
-# \epsilon_\theta\big(\sqrt{\bar\alpha_t}\, x_0 + \sqrt{1-\bar\alpha_t}\, \epsilon,\ t\big)
-# \big\|^2\Big],
+# \begin{aligned}
+# L_\text{simple}(\theta) &= \mathbb{E}_{t, x_0, \epsilon}\big\| \epsilon -
+#   \epsilon_\theta(x_t, t) \big\|^2, \\
+# x_t &= \sqrt{\bar\alpha_t}\, x_0 + \sqrt{1-\bar\alpha_t}\, \epsilon,
+# \end{aligned}
 # $$
 #
 # in which the noisy input is built by reparameterization and the gradient reaches
@@ -285,3 +292,117 @@ assert noise_ok and grad_ok
 #   noise $\epsilon$ the regression target of training.
 #
 # This completes the forward process. The next chapter turns to the reverse process.
+#
+# ## Exercises
+#
+# **Exercise 5.1** (show that). For $f(z) = z^2$, with $z = \mu + \sigma\epsilon$,
+# show that the per-sample reparameterization gradient $2z$ has variance $4\sigma^2$
+# and the per-sample score-function gradient $z^2 (z - \mu) / \sigma^2$ has variance
+# $(\mu^4 + 18\mu^2\sigma^2 + 15\sigma^4)/\sigma^2 - 4\mu^2$. (The moments of a
+# standard Gaussian: $\mathbb{E}\epsilon^2 = 1$, $\mathbb{E}\epsilon^4 = 3$,
+# $\mathbb{E}\epsilon^6 = 15$, odd ones $0$.) Evaluate both at $\mu = 1$,
+# $\sigma = 0.5$ and compare with the samples behind the figure.
+#
+# ```{admonition} Solution
+# :class: dropdown
+#
+# $\mathrm{Var}(2z) = 4\,\mathrm{Var}(z) = 4\sigma^2 = 1$. For the score function,
+# $z^2 (z - \mu)/\sigma^2 = (\mu + \sigma\epsilon)^2 \epsilon / \sigma$; its mean is
+# $2\mu$ (it is unbiased) and its square is $(\mu + \sigma\epsilon)^4 \epsilon^2 /
+# \sigma^2$. Expanding the fourth power and keeping the even powers of $\epsilon$:
+# $\mathbb{E}[(\mu + \sigma\epsilon)^4 \epsilon^2] = \mu^4 + 6\mu^2\sigma^2 \cdot 3 +
+# \sigma^4 \cdot 15$. Subtracting the squared mean gives the claim: $21.75$ at
+# $\mu = 1$, $\sigma = 0.5$, so the score-function estimates scatter
+# $\sqrt{21.75} \approx 4.7$ times as much, and need about 22 times as many samples for
+# the same accuracy.
+# ```
+
+# %% tags=["hide-cell"]
+# Exercise 5.1: the variances of the two per-sample gradients
+m_, s_ = mu.item(), sigma.item()
+theory = {"reparameterization": 4 * s_**2,
+          "score function": (m_**4 + 18 * m_**2 * s_**2 + 15 * s_**4) / s_**2
+          - 4 * m_**2}
+samples = {"reparameterization": per_sample["mu"],
+           "score function": score_function}
+for name, values in samples.items():
+    centred = (values - values.mean()).double()
+    var = centred.square().mean()
+    var_se = ((centred**4).mean() - var**2).sqrt() / N**0.5
+    print(f"{name}: variance {var.item():.2f} (theory {theory[name]:.2f})")
+    assert abs(var.item() - theory[name]) < 5 * var_se.item()
+
+# %% [markdown]
+# **Exercise 5.2** (predict, then run). Keep $\mu = 1$ and shrink $\sigma$ to $0.05$.
+# Using the formulas of exercise 5.1, predict how the ratio of the two standard
+# deviations changes. Then draw fresh samples and measure it.
+#
+# ```{admonition} Solution
+# :class: dropdown
+#
+# The reparameterization variance $4\sigma^2$ shrinks with $\sigma$, while the
+# score-function variance grows like $\mu^4/\sigma^2$: the ratio of the standard
+# deviations grows like $1/(2\sigma^2)$, from $4.7$ to about $200$. The score function
+# divides by $\sigma^2$ and never uses the derivative of $f$, which is exactly the
+# information that becomes precise when $\sigma$ is small. Reparameterization uses it.
+# ```
+
+# %% tags=["hide-cell"]
+# Exercise 5.2: a narrow distribution
+narrow = 0.05
+eps2 = torch.randn(N, generator=generator, device=device, dtype=torch.float64)
+z2 = 1.0 + narrow * eps2
+reparameterized, scored = 2 * z2, z2**2 * (z2 - 1.0) / narrow**2
+measured = (scored.std() / reparameterized.std()).item()
+predicted = ((1 + 18 * narrow**2 + 15 * narrow**4) / narrow**2 - 4) ** 0.5 \
+    / (2 * narrow)
+print(f"std ratio at sigma = {narrow}: measured {measured:.0f}, "
+      f"predicted {predicted:.0f}")
+assert abs(measured / predicted - 1) < 0.05 and predicted > 200
+
+# %% [markdown]
+# **Exercise 5.3** (show that, then check with the oracle). A network can predict the
+# noise from $x_t$ only up to what $x_t$ reveals. For one-dimensional Gaussian data,
+# $x_0 \sim \mathcal{N}(0, \sigma^2)$, exercise 4.2 gave the best prediction
+# $\mathbb{E}[\epsilon \mid x_t]$. Show that the smallest possible value of the
+# regression loss at step $t$ is
+#
+# $$
+# \mathbb{E}\big[(\epsilon - \mathbb{E}[\epsilon \mid x_t])^2\big]
+# = \frac{\bar\alpha_t \sigma^2}{\bar\alpha_t \sigma^2 + 1 - \bar\alpha_t},
+# $$
+#
+# and check it with $\sigma = 0.5$ at $t = 10, 100, 500, 1000$, using the exact
+# denoiser `GaussianMixtureOracle`. At which end of the chain is the noise easy to
+# predict?
+#
+# ```{admonition} Solution
+# :class: dropdown
+#
+# For jointly Gaussian variables, the error of the conditional mean has variance
+# $\mathrm{Var}(\epsilon) - \mathrm{Cov}(\epsilon, x_t)^2 / \mathrm{Var}(x_t) =
+# 1 - (1 - \bar\alpha_t) / (\bar\alpha_t \sigma^2 + 1 - \bar\alpha_t)$, which is the
+# claim. At small $t$ it is close to $1$: $x_t$ is almost all data, and the tiny noise
+# in it cannot be told apart from the data. At large $t$ it is close to $0$: $x_t$ is
+# almost all noise, so the noise is almost $x_t$ itself. The noise is easy to predict
+# at the *end* of the chain. Chapters 6 and 7 come back to this when they look at the
+# loss at each $t$.
+# ```
+
+# %% tags=["hide-cell"]
+# Exercise 5.3: the smallest possible loss at each t, Gaussian data
+sigma_data = 0.5
+gaussian = dl.GaussianMixture([1.0], [[0.0]], sigma_data**2)
+oracle = dl.GaussianMixtureOracle(schedule, gaussian)
+cpu = torch.Generator().manual_seed(seed)
+data = gaussian.sample(N, generator=cpu).float()             # (N, 1)
+for t in [10, 100, 500, 1000]:
+    ab = schedule.alpha_bars[t - 1].item()
+    floor = ab * sigma_data**2 / (ab * sigma_data**2 + 1 - ab)
+    steps = torch.full((N,), t - 1)
+    noise = torch.randn(data.shape, generator=cpu)
+    x_t = dl.q_sample(schedule.cpu(), data, steps, noise)
+    error = (noise - oracle(x_t, steps)).square()[:, 0]       # (N,)
+    print(f"t = {t:4d}: smallest loss {floor:.4f}, "
+          f"oracle {error.mean().item():.4f}")
+    assert abs(error.mean().item() - floor) < 5 * error.std().item() / N**0.5
