@@ -43,9 +43,11 @@ print(f"parameters ok: {seed=}, {device=}, {num_samples=}")
 # (Eq. 2) is
 #
 # $$
-# q(x_{1:T} \mid x_0) = \prod_{t=1}^{T} q(x_t \mid x_{t-1}),
-# \qquad
-# q(x_t \mid x_{t-1}) = \mathcal{N}\!\left(x_t;\ \sqrt{1-\beta_t}\, x_{t-1},\ \beta_t \mathbf{I}\right),
+# \begin{aligned}
+# q(x_{1:T} \mid x_0) &= \prod_{t=1}^{T} q(x_t \mid x_{t-1}), \\
+# q(x_t \mid x_{t-1}) &= \mathcal{N}\!\left(x_t;\ \sqrt{1-\beta_t}\, x_{t-1},\
+#   \beta_t \mathbf{I}\right),
+# \end{aligned}
 # $$
 #
 # where $x_{1:T}$ is short for $x_1, \dots, x_T$. Like every factor, the product is

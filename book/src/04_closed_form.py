@@ -83,8 +83,10 @@ show_source(dl.NoiseSchedule.__init__, until="alpha_bars_prev")
 # \begin{aligned}
 # x_t &= \sqrt{\alpha_t}\, x_{t-1} + \sqrt{1-\alpha_t}\, \epsilon_t \\
 #     &= \sqrt{\alpha_t \bar\alpha_{t-1}}\, x_0
-#        + \underbrace{\sqrt{\alpha_t - \alpha_t\bar\alpha_{t-1}}\, \bar\epsilon_{t-1}}_{\text{variance } \alpha_t - \bar\alpha_t}
-#        + \underbrace{\sqrt{1-\alpha_t}\, \epsilon_t}_{\text{variance } 1 - \alpha_t} .
+#        + \underbrace{\sqrt{\alpha_t - \alpha_t\bar\alpha_{t-1}}\,
+#          \bar\epsilon_{t-1}}_{\text{variance } \alpha_t - \bar\alpha_t} \\
+#     &\qquad + \underbrace{\sqrt{1-\alpha_t}\, \epsilon_t}_{\text{variance }
+#          1 - \alpha_t} .
 # \end{aligned}
 # $$
 #

@@ -102,10 +102,10 @@ mu.grad, sigma.grad = None, None
 #
 # $$
 # \begin{aligned}
-# \nabla_{\mu, \sigma}\, \mathbb{E}_{z \sim \mathcal{N}(\mu, \sigma^2)}[f(z)]
-# &= \nabla_{\mu, \sigma}\, \mathbb{E}_{\epsilon \sim \mathcal{N}(0, 1)}
+# &\nabla_{\mu, \sigma}\, \mathbb{E}_{z \sim \mathcal{N}(\mu, \sigma^2)}[f(z)] \\
+# &\qquad = \nabla_{\mu, \sigma}\, \mathbb{E}_{\epsilon \sim \mathcal{N}(0, 1)}
 #    [f(\mu + \sigma \epsilon)] \\
-# &= \mathbb{E}_{\epsilon}\big[f'(\mu + \sigma\epsilon)\, (1,\ \epsilon)\big],
+# &\qquad = \mathbb{E}_{\epsilon}\big[f'(\mu + \sigma\epsilon)\, (1,\ \epsilon)\big],
 # \end{aligned}
 # $$
 #
