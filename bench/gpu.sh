@@ -25,6 +25,9 @@ PY="${PYTHON:-python3}"
   "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
   step() { echo "== $*"; timeout "${STEP_TIMEOUT:-240}" "$PY" "$@" --device cuda --out-dir "$OUT_DIR" || echo "!! failed: $*"; }
   step bench/train_throughput.py --compile --windows 5
+  echo "== bench/cpu_precision.py (the host CPU: fp32 against bf16 autocast)"
+  timeout "${STEP_TIMEOUT:-240}" "$PY" bench/cpu_precision.py --threads 8 --batch 32 \
+    --out-dir "$OUT_DIR" || echo "!! failed: bench/cpu_precision.py"
   step bench/sample_throughput.py --windows 3
   DATA_DIR="${DATA_DIR:-data}"
   if "$PY" -c "import sys; from diffusion_lib.data.images import find_idx_file as f; sys.exit(f('mnist', 'train', '$DATA_DIR') is None)"; then

@@ -109,6 +109,9 @@ def main(argv=None):
                    **{f"{n}_images_per_s": v for n, v in ips.items()}}
             if "diffusers" in ips:
                 row["ratio"] = ips["diffusion_lib"] / ips["diffusers"]
+                other = "wall" if clock == "process" else "process"     # the other clock
+                row[f"ratio_{other}"] = (median(times["diffusers"][other])
+                                         / median(times["diffusion_lib"][other]))
             if scale != 1:
                 row["note"] = f"timed {run_steps} steps, scaled x{scale:g}"
             rows.append(row)
