@@ -3,8 +3,8 @@ README and the public API."""
 
 import pathlib
 import re
-import tomllib
 
+import tomllib
 import yaml
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
@@ -78,8 +78,8 @@ def test_public_api_in_readme_is_exported():
     readme = (ROOT / "README.md").read_text()
     table = readme[readme.index("| module |"):readme.index("Every function that draws")]
     names = set(re.findall(r"`([a-z_][a-z0-9_]+|[A-Z][A-Za-z]+)`", table))
-    modules = {"schedules", "forward", "gaussians", "reverse", "losses", "samplers", "oracle", "data",
-               "models", "training", "metrics"}
+    modules = {"schedules", "forward", "gaussians", "reverse", "losses", "samplers", "oracle",
+               "data", "models", "training", "metrics"}
     attrs = {"betas", "alphas", "alpha_bars", "sqrt_alpha_bars", "snr", "fixed_small",
              "fixed_large", "digits", "ddpm-cifar10", "ddpm-mnist", "tiny", "mlp"}
     for name in sorted(names - modules - attrs):
