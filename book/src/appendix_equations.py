@@ -143,6 +143,33 @@ EQUATIONS = [
     (8, r"\mathbb{E}[\epsilon \mid x_t] \text{ by importance sampling}", "Tweedie's formula",
      "diffusion_lib.oracle.GaussianMixtureOracle",
      "tests/test_oracle.py::test_oracle_eps_matches_importance_sampling"),
+    (9, r"\epsilon^*(x_t, k) = \sqrt{1 - \bar\alpha_t}\, C_k^{-1}"
+        r"(x_t - \sqrt{\bar\alpha_t}\, \mu_k),\ "
+        r"C_k = \bar\alpha_t \Sigma_k + (1 - \bar\alpha_t) \mathbf{I}",
+     "labelled Gaussian mixture",
+     "diffusion_lib.oracle.ConditionalGaussianMixtureOracle",
+     "tests/test_guidance.py::"
+     "test_conditional_oracle_is_each_components_own_denoiser"),
+    (9, r"\nabla_x \log p(x \mid y) = \nabla_x \log p(x)"
+        r" + \nabla_x \log p(y \mid x)",
+     "Bayes' rule on scores",
+     "diffusion_lib.oracle.GuidedGaussianMixtureOracle",
+     "tests/test_guidance.py::"
+     "test_guided_oracle_is_the_score_of_the_tilted_density"),
+    (9, r"\tilde\epsilon_w = (1 + w)\, \epsilon_\theta(x_t, y)"
+        r" - w\, \epsilon_\theta(x_t, \varnothing)",
+     "Ho & Salimans 2022, Eq. 6",
+     "diffusion_lib.guidance.ClassifierFreeGuidance",
+     "tests/test_guidance.py::"
+     "test_guided_prediction_is_the_formula_from_two_separate_calls"),
+    (9, r"y \to \varnothing \text{ with probability } p_\text{uncond}",
+     "Ho & Salimans 2022, Algorithm 1",
+     "diffusion_lib.training.conditional.drop_labels",
+     "tests/test_conditional.py::test_label_dropout_rate_and_kept_labels"),
+    (9, r"\text{coverage} = \tfrac{1}{M} \sum_j \mathbb{1}\big[\exists i:\ "
+        r"\lVert x_i - y_j \rVert \le r_j\big]",
+     "Naeem et al. 2020", "diffusion_lib.metrics.coverage",
+     "tests/test_conditional.py::test_nearest_class_and_coverage_by_hand"),
 ]
 
 

@@ -53,7 +53,7 @@ def nearest_class(samples: Tensor | np.ndarray, reference: Tensor | np.ndarray,
 
 def coverage(samples: Tensor | np.ndarray, reference: Tensor | np.ndarray,
              k: int = COVERAGE_K) -> float:
-    """Coverage (Naeem et al. 2020, Eq. 4): the share of reference points j that have at
+    """Coverage (Naeem et al. 2020): the share of reference points j that have at
     least one sample within r_j, the distance from j to its k-th nearest other reference
     point.
 
