@@ -9,9 +9,11 @@ so ``betas[t]`` is the paper's beta_{t+1}.
 from .data import DataError, load_dataset
 from .forward import q_mean_variance, q_sample, q_sample_chain, q_step
 from .gaussians import discretized_gaussian_log_likelihood, normal_kl, randn_like, reparameterize
+from .guidance import ClassifierFreeGuidance
 from .losses import (VariationalBound, l_simple, loss_target, prior_bpd, sample_timesteps,
                      variational_bound, vb_term_bpd)
-from .oracle import GaussianMixture, GaussianMixtureOracle
+from .oracle import (ConditionalGaussianMixtureOracle, GaussianMixture, GaussianMixtureOracle,
+                     GuidedGaussianMixtureOracle)
 from .reverse import (PMeanVariance, model_output_to_x0_eps, p_mean_variance, predict_eps_from_v,
                       predict_eps_from_x0, predict_v, predict_x0_from_eps, predict_x0_from_v,
                       q_posterior_mean_variance)
@@ -33,7 +35,8 @@ __all__ = [
     "sample_timesteps", "loss_target", "l_simple", "prior_bpd", "vb_term_bpd",
     "VariationalBound", "variational_bound",
     "p_sample", "p_sample_loop", "ddim_timesteps", "ddim_step", "ddim_sample_loop",
-    "GaussianMixture", "GaussianMixtureOracle",
+    "GaussianMixture", "GaussianMixtureOracle", "ConditionalGaussianMixtureOracle",
+    "GuidedGaussianMixtureOracle", "ClassifierFreeGuidance",
     "load_dataset", "DataError",
     "build_model",
     "train", "TrainConfig", "TrainResult", "TrainingError", "ConfigError", "CheckpointError",
