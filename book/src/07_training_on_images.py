@@ -19,33 +19,41 @@
 
 # %% COLAB_SETUP
 # %%
-import inspect
 import math
 import time
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from IPython.display import HTML, Code, Markdown, clear_output, display
-from matplotlib import animation
+from IPython.display import Markdown, clear_output, display
 from tqdm.auto import tqdm
 
 import diffusion_lib as dl
 from diffusion_lib import TrainConfig, build_model, load_dataset, train
-from diffusion_lib.metrics import extract_features, frechet_distance, train_feature_classifier
+from diffusion_lib.metrics import (
+    extract_features,
+    frechet_distance,
+    train_feature_classifier,
+)
 from diffusion_lib.models import PRESETS, UNet, timestep_embedding
-from diffusion_lib.notebook import check_device, check_parameter
+from diffusion_lib.notebook import (
+    animation_html,
+    check_device,
+    check_parameter,
+    show_image,
+    show_source,
+)
 from diffusion_lib.training import DATASET_DEFAULTS, EMA, ema_decay_at
 from diffusion_lib.training.sampling import image_grid
 
 # %% tags=["parameters"]
 seed = 0               # every random draw in the chapter comes from this seed
 device = "cpu"         # "cuda" on a GPU runtime
-dataset = "digits"     # "digits" (bundled), "mnist", "fashion-mnist" or "cifar10"
+dataset = "digits"     # "digits" (bundled), "mnist", "fashion-mnist", "cifar10"
 download = False       # let torchvision download mnist / cifar10 into ./data
-train_steps = 250      # optimizer steps (~1 min on one CPU core for digits)
+train_steps = 250      # optimizer steps
 batch_size = 64        # images per step
-num_samples = 128      # samples behind the Frechet distance (at most 128 on a CPU)
+num_samples = 128      # samples behind the Frechet distance (<= 128 on a CPU)
 
 # %% tags=["hide-input"]
 check_parameter("seed", seed, int, lambda v: v >= 0, "a non-negative int")
@@ -54,15 +62,17 @@ check_parameter("dataset", dataset, str,
                 lambda v: v in ("digits", "mnist", "fashion-mnist", "cifar10"),
                 '"digits", "mnist", "fashion-mnist" or "cifar10"')
 check_parameter("download", download, bool, lambda v: True, "True or False")
-check_parameter("train_steps", train_steps, int, lambda v: v >= 1, "an int >= 1")
+check_parameter("train_steps", train_steps, int, lambda v: v >= 1,
+                "an int >= 1")
 check_parameter("batch_size", batch_size, int, lambda v: v >= 1, "an int >= 1")
-check_parameter("num_samples", num_samples, int, lambda v: v >= 16, "an int >= 16")
+check_parameter("num_samples", num_samples, int, lambda v: v >= 16,
+                "an int >= 16")
 on_cpu = device == "cpu"
-fd_samples = min(num_samples, 128 if on_cpu else 2000)   # samples for the Frechet distance
-grid_samples = 16 if on_cpu else 64                      # images in the DDPM grid
-bound_images = 8 if on_cpu else 256                      # test images for bits/dim
-print(f"parameters ok: {seed=}, {device=}, {dataset=}, {download=}, {train_steps=}, "
-      f"{batch_size=}, {num_samples=}")
+fd_samples = min(num_samples, 128 if on_cpu else 2000)   # Frechet distance
+grid_samples = 16 if on_cpu else 64                      # the DDPM grid
+bound_images = 8 if on_cpu else 256                      # bits/dim
+print(f"parameters ok: {seed=}, {device=}, {dataset=}, {download=},")
+print(f"    {train_steps=}, {batch_size=}, {num_samples=}")
 
 # %% [markdown]
 # ## The data
@@ -76,13 +86,14 @@ print(f"parameters ok: {seed=}, {device=}, {dataset=}, {download=}, {train_steps
 # `download = True`, torchvision fetches them there).
 
 # %%
-train_set = load_dataset(dataset, split="train", download=download, device=device)
+train_set = load_dataset(dataset, split="train", download=download,
+                         device=device)
 test_set = load_dataset(dataset, split="test", download=download, device=device)
 C, H, W = train_set.sample_shape
-print(f"{dataset}: {train_set.num_examples} training and {test_set.num_examples} test images "
-      f"of {C} x {H} x {W}")
-x0 = train_set.get_batch(0, 64, seed=seed)               # (64, C, H, W) in [-1, 1]
-pixels = train_set.to_output(x0)                         # (64, H, W, C) uint8
+print(f"{dataset}: {train_set.num_examples} training and "
+      f"{test_set.num_examples} test images of {C} x {H} x {W}")
+x0 = train_set.get_batch(0, 64, seed=seed)         # (64, C, H, W) in [-1, 1]
+pixels = train_set.to_output(x0)                   # (64, H, W, C) uint8
 
 # %% [markdown]
 # **Check.** Training space lies in $[-1, 1]$, and going to pixels and back is exact:
@@ -96,11 +107,9 @@ assert x0.min() >= -1 and x0.max() <= 1 and torch.equal(round_trip, x0)
 
 # %% tags=["hide-input"] mystnb={"image": {"alt": "A grid of 64 training images from the chosen dataset (by default 8x8 handwritten digits)"}}
 def show_grid(ax, images, title):
-    """A uint8 (N, H, W, C) batch as one picture, grey for one channel."""
-    grid = image_grid(images)
-    ax.imshow(grid[..., 0] if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=255,
-              interpolation="nearest")
-    ax.set(title=title, xticks=[], yticks=[])
+    """A uint8 (N, H, W, C) batch as one picture, light ink on black."""
+    show_image(ax, image_grid(images), cmap="gray")
+    ax.set_title(title)
 
 
 fig, ax = plt.subplots(figsize=(4, 4))
@@ -128,10 +137,11 @@ plt.show()
 # * **attention** at the $16 \times 16$ resolution (for CIFAR-10), where it is cheap
 #   enough and lets distant parts of the image agree.
 #
-# The forward pass, with the shape of the activations on each line:
+# The forward pass, with the shape of the activations on each line, is folded here
+# (click to open it):
 
 # %%
-display(Code(inspect.getsource(UNet.forward), language="python"))
+show_source(UNet.forward, collapsed=True)
 
 # %% [markdown]
 # The sinusoidal embedding uses frequencies $\omega_i = 10000^{-2i/d}$ for
@@ -140,9 +150,9 @@ display(Code(inspect.getsource(UNet.forward), language="python"))
 # say roughly where in the process $t$ lies:
 
 # %%
-display(Code(inspect.getsource(timestep_embedding), language="python"))
-steps = torch.arange(1000)                               # 0-indexed, all T steps
-embedding = timestep_embedding(steps, 64)                # (T, 64)
+display(show_source(timestep_embedding))
+steps = torch.arange(1000)                    # 0-indexed, all T steps
+embedding = timestep_embedding(steps, 64)     # (T, 64)
 
 # %% [markdown]
 # **Check.** Each frequency contributes a sine and a cosine of the same angle, so
@@ -151,15 +161,18 @@ embedding = timestep_embedding(steps, 64)                # (T, 64)
 # %% tags=["nbval-check-output"]
 pairs = embedding[:, :32] ** 2 + embedding[:, 32:] ** 2   # (T, 32)
 gaps = torch.cdist(embedding, embedding) + torch.eye(1000) * 1e9
-print("sin^2 + cos^2 = 1 for every pair:", torch.allclose(pairs, torch.ones_like(pairs), atol=1e-5))
-print("smallest distance between two steps' embeddings > 0.1:", bool(gaps.min() > 0.1))
-assert torch.allclose(pairs, torch.ones_like(pairs), atol=1e-5) and gaps.min() > 0.1
+unit = torch.allclose(pairs, torch.ones_like(pairs), atol=1e-5)
+print("sin^2 + cos^2 = 1 for every pair:", unit)
+print("smallest distance between two steps' embeddings > 0.1:",
+      bool(gaps.min() > 0.1))
+assert unit and gaps.min() > 0.1
 
 # %% tags=["hide-input"] mystnb={"image": {"alt": "The 64-entry timestep embedding against the step: the first rows of each half flip fast with t, the last rows change slowly"}}
 fig, ax = plt.subplots(figsize=(6, 3))
-shown = ax.imshow(embedding.T, aspect="auto", cmap="gray", interpolation="nearest")
+shown = ax.imshow(embedding.T, aspect="auto", cmap="gray",
+                  interpolation="nearest")
 ax.set(xlabel="library step t (0-indexed)", ylabel="embedding entry",
-       title="sinusoidal timestep embedding: sines (top half), cosines (bottom half)")
+       title="timestep embedding: sines (top), cosines (bottom)")
 fig.colorbar(shown, ax=ax)
 fig.tight_layout()
 plt.show()
@@ -171,17 +184,19 @@ plt.show()
 # building each network:
 
 # %%
-rows = ["| preset | image | widths per level | attention at | dropout | parameters |",
-        "|---|---|---|---|---|---:|"]
+rows = ["| preset | image | widths per level | attention at | dropout "
+        "| parameters |", "|---|---|---|---|---|---:|"]
 counts = {}
 for name, config in PRESETS.items():
     if not isinstance(config, dl.models.UNetConfig):
         continue
     counts[name] = sum(p.numel() for p in build_model(name).parameters())
     widths = ", ".join(str(config.channels * m) for m in config.channel_mults)
-    rows.append(f"| `{name}` | {config.in_channels} x {config.image_size} x {config.image_size} | {widths} | "
-                f"{', '.join(map(str, config.attention_resolutions)) or '-'} | "
-                f"{config.dropout} | {counts[name]:,} |")
+    size = config.image_size
+    attention = ", ".join(map(str, config.attention_resolutions)) or "-"
+    rows.append(f"| `{name}` | {config.in_channels} x {size} x {size} "
+                f"| {widths} | {attention} | {config.dropout} "
+                f"| {counts[name]:,} |")
 display(Markdown("\n".join(rows)))
 
 # %% [markdown]
@@ -192,7 +207,8 @@ display(Markdown("\n".join(rows)))
 net = build_model("digits")
 out = net(torch.randn(4, 1, 8, 8), torch.tensor([0, 10, 500, 999]))
 print(f"ddpm-cifar10: {counts['ddpm-cifar10'] / 1e6:.1f}M parameters")
-print("eps_theta(x_t, t) has the shape of x_t:", tuple(out.shape) == (4, 1, 8, 8))
+print("eps_theta(x_t, t) has the shape of x_t:",
+      tuple(out.shape) == (4, 1, 8, 8))
 assert round(counts["ddpm-cifar10"] / 1e5) == 357 and out.shape == (4, 1, 8, 8)
 
 # %% [markdown]
@@ -200,16 +216,19 @@ assert round(counts["ddpm-cifar10"] / 1e5) == 357 and out.shape == (4, 1, 8, 8)
 #
 # `train` runs Algorithm 1 (chapter 6) with the recipe of Ho et al.: Adam, a linear
 # learning-rate warm-up, gradient clipping at norm 1, and an exponential moving average
-# of the weights. Its defaults depend on the dataset; these are the rows for the image
-# datasets (`train_steps` and `batch_size` of this chapter replace `steps` and
+# of the weights. Its defaults depend on the dataset; these are the columns for the
+# image datasets (`train_steps` and `batch_size` of this chapter replace `steps` and
 # `batch_size`):
 
 # %%
-keys = ["model", "model_overrides", "steps", "batch_size", "lr", "warmup_steps", "grad_clip",
-        "ema_decay"]
-rows = ["| dataset | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
-for name in ["digits", "mnist", "cifar10"]:
-    rows.append(f"| `{name}` | " + " | ".join(f"{DATASET_DEFAULTS[name][k]}" for k in keys) + " |")
+keys = ["model", "model_overrides", "steps", "batch_size", "lr", "warmup_steps",
+        "grad_clip", "ema_decay"]
+names = ["digits", "mnist", "cifar10"]
+rows = ["| setting | " + " | ".join(f"`{n}`" for n in names) + " |",
+        "|---" + "|---:" * len(names) + "|"]
+for key in keys:
+    values = [DATASET_DEFAULTS[name][key] for name in names]
+    rows.append(f"| `{key}` | " + " | ".join(f"{v}" for v in values) + " |")
 display(Markdown("\n".join(rows)))
 
 # %% [markdown]
@@ -224,25 +243,29 @@ display(Markdown("\n".join(rows)))
 # %% tags=["nbval-ignore-output"]
 start = time.perf_counter()
 run = train(TrainConfig(dataset=dataset, download=download, steps=train_steps,
-                        batch_size=batch_size, seed=seed, device=device, out=None,
-                        progress=True))
+                        batch_size=batch_size, seed=seed, device=device,
+                        out=None, progress=True))
 train_seconds = time.perf_counter() - start
 model, ema_model, schedule = run.model, run.ema_model, run.schedule
-clear_output()                                # the live bar, replaced by its last state:
+T = schedule.num_timesteps
+clear_output()              # the live bar, replaced by its last state:
 last_loss = float(np.mean(run.losses[-50:]))   # mean loss of the last 50 steps
-print(tqdm.format_meter(run.step, run.config.steps, train_seconds, prefix="training",
-                        unit="step", ncols=80,
-                        postfix=f"loss={last_loss:.3f}, "
-                                f"img_s={run.step * run.config.batch_size / train_seconds:.0f}"))
-print(f"{run.step} steps of {run.config.batch_size} images, {run.config.model!r} U-Net "
-      f"({sum(p.numel() for p in model.parameters()):,} parameters)")
+speed = run.step * run.config.batch_size / train_seconds
+print(tqdm.format_meter(run.step, run.config.steps, train_seconds,
+                        prefix="training", unit="step", ncols=80,
+                        postfix=f"loss={last_loss:.3f}, img_s={speed:.0f}"))
+size = sum(p.numel() for p in model.parameters())
+print(f"{run.step} steps of {run.config.batch_size} images, "
+      f"{run.config.model!r} U-Net ({size:,} parameters)")
 
 # %% tags=["hide-input"] mystnb={"image": {"alt": "Training loss against step on a log scale: noisy per-step values and their running mean, falling quickly and then slowly"}}
 fig, ax = plt.subplots(figsize=(5.5, 3.2))
 window = max(1, len(run.losses) // 20)
 smooth = np.convolve(run.losses, np.ones(window) / window, mode="valid")
-ax.plot(run.steps, run.losses, color="0.7", linestyle="-", linewidth=0.8, label="loss per step")
-ax.plot(run.steps[window - 1:], smooth, color="k", linestyle="--", label=f"mean of {window} steps")
+ax.plot(run.steps, run.losses, color="0.7", linestyle="-", linewidth=0.8,
+        label="loss per step")
+ax.plot(run.steps[window - 1:], smooth, color="k", linestyle="--",
+        label=f"mean of {window} steps")
 ax.set(yscale="log", xlabel="optimizer step", ylabel=r"$L_{\mathrm{simple}}$",
        title="training loss")
 ax.legend()
@@ -250,10 +273,46 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# $L_\text{simple}$ falls fast at first, as the network learns what any image looks like
-# under heavy noise, then slowly: the loss averages over all $t$, and at large $t$ no
-# network can predict the noise much better than a blur of the data would. The loss is
-# noisy because each step draws new images, timesteps and noise.
+# The loss is noisy because each step draws new images, timesteps and noise. To see
+# what it is made of, split it by timestep: the loss of the trained network (the last
+# weights, as in the curve) at single steps $t$, on test images.
+
+# %%
+x_eval = test_set.get_batch(0, min(256, test_set.num_examples), seed=seed)
+t_grid = [1, 2, 5, 10, 20, 50, 100, 200, 300, 400, 500, 600, 700, 800, 900, T]
+per_t = {}                                       # paper's t -> mean loss
+g = torch.Generator(device=device).manual_seed(seed)
+model.eval()
+with torch.no_grad():
+    for t in t_grid:
+        steps = torch.full((len(x_eval),), t - 1, device=device)
+        loss = dl.l_simple(schedule, model, x_eval, steps, generator=g)
+        per_t[t] = loss.mean().item()
+
+# %% tags=["hide-input"] mystnb={"image": {"alt": "The loss of the trained network at single timesteps against t (log scale): highest at small and middle t, falling to nearly zero as t approaches 1000"}}
+fig, ax = plt.subplots(figsize=(5.5, 3.2))
+ax.plot(list(per_t), list(per_t.values()), "ko-", fillstyle="none")
+ax.set(xscale="log", xlabel="paper's $t$",
+       ylabel=r"$L_{\mathrm{simple}}$ at $t$",
+       title="the loss of the trained network, step by step")
+fig.tight_layout()
+plt.show()
+
+# %% tags=["nbval-ignore-output"]
+print("t:   " + "  ".join(f"{t:5d}" for t in [1, 10, 100, 500, T]))
+print("loss:" + "  ".join(f"{per_t[t]:5.3f}" for t in [1, 10, 100, 500, T]))
+
+# %% [markdown]
+# The hard steps are the small and middle ones, not the large ones. At large $t$,
+# $x_t = \sqrt{\bar\alpha_t}\, x_0 + \sqrt{1-\bar\alpha_t}\, \epsilon$ is almost all
+# noise, so the noise is almost $x_t$ itself: a network that outputs (nearly) its input
+# scores close to zero there, an easy rule for training to find. At small $t$ the
+# noise is a sliver
+# on top of the image; to find it, the network must know the image's fine detail, and
+# part of that error cannot be removed at all (chapter 6 measured the exact
+# denoiser's own error on 2-D data: 0.89 at $t = 10$, 0.00 at $t = 1000$). In between,
+# the network must know what digits look like to tell them from the noise, and this is
+# the part that longer training keeps reducing while the averaged curve looks flat.
 #
 # ## The exponential moving average
 #
@@ -274,7 +333,7 @@ plt.show()
 # The update is one `lerp` over all parameters:
 
 # %%
-display(Code(inspect.getsource(EMA.update), language="python"))
+show_source(EMA.update)
 
 # %% [markdown]
 # **Check.** The warm-up starts at $d_0 = 0.1$ (the average is mostly the newest
@@ -282,8 +341,9 @@ display(Code(inspect.getsource(EMA.update), language="python"))
 
 # %% tags=["nbval-check-output"]
 decay = run.config.ema_decay
-k_full = math.ceil((10 * decay - 1) / (1 - decay))       # (1 + k) / (10 + k) >= d from here on
-print(f"d_0 = {ema_decay_at(0, decay):.3f}, d_80 = {ema_decay_at(80, decay):.3f}, "
+k_full = math.ceil((10 * decay - 1) / (1 - decay))  # (1 + k)/(10 + k) >= d
+print(f"d_0 = {ema_decay_at(0, decay):.3f}, "
+      f"d_80 = {ema_decay_at(80, decay):.3f}, "
       f"d_{k_full} = {ema_decay_at(k_full, decay):.3f} (= d), "
       f"d_{k_full - 1} < d: {ema_decay_at(k_full - 1, decay) < decay}")
 assert ema_decay_at(0, decay) == 0.1 and ema_decay_at(k_full, decay) == decay
@@ -296,8 +356,10 @@ assert ema_decay_at(k_full - 1, decay) < decay
 
 # %% tags=["hide-input"] mystnb={"image": {"alt": "Two grids of generated images from the same starting noise: left from the last weights, right from their moving average"}}
 fig, axes = plt.subplots(1, 2, figsize=(7, 3.7))
-for ax, use_ema, title in [(axes[0], False, "last weights"), (axes[1], True, "EMA weights")]:
-    grid = run.sample(16, sampler="ddim", steps=50, seed=seed, use_ema=use_ema)
+for ax, use_ema, title in [(axes[0], False, "last weights"),
+                           (axes[1], True, "EMA weights")]:
+    grid = run.sample(16, sampler="ddim", steps=50, seed=seed,
+                      use_ema=use_ema)
     show_grid(ax, grid, title)
 fig.tight_layout()
 plt.show()
@@ -318,25 +380,28 @@ plt.show()
 generator = torch.Generator(device=device).manual_seed(seed)
 start = time.perf_counter()
 with torch.no_grad():
-    trajectory = dl.p_sample_loop(schedule, ema_model, (grid_samples, C, H, W),
-                                  generator=generator, clip_denoised=True,
-                                  return_trajectory=True, progress=False)   # (T + 1, N, C, H, W)
+    trajectory = dl.p_sample_loop(
+        schedule, ema_model, (grid_samples, C, H, W), generator=generator,
+        clip_denoised=True, return_trajectory=True,
+        progress=False)                          # (T + 1, N, C, H, W)
 sample_seconds = time.perf_counter() - start
-samples = train_set.to_output(trajectory[-1])                               # (N, H, W, C) uint8
-print(f"trajectory: {tuple(trajectory.shape)}, entry i is x_(T - i) in the paper's numbering")
+samples = train_set.to_output(trajectory[-1])    # (N, H, W, C) uint8
+print(f"trajectory: {tuple(trajectory.shape)}, "
+      "entry i is x_(T - i) in the paper's numbering")
 
 # %% [markdown]
 # One network call per step makes sampling slow: on a CPU, drawing these few images costs
 # as much time as a good share of the training run (this build's times):
 
 # %% tags=["nbval-ignore-output"]
-step_seconds = train_seconds / run.step                                    # one training step
-print(f"sampling {grid_samples} images, {schedule.num_timesteps} network calls: "
-      f"{sample_seconds:.0f} s, the time of {sample_seconds / step_seconds:.0f} training steps")
+step_seconds = train_seconds / run.step             # one training step
+print(f"sampling {grid_samples} images, {T} network calls: "
+      f"{sample_seconds:.0f} s,")
+print(f"    the time of {sample_seconds / step_seconds:.0f} training steps")
 
 # %% tags=["hide-input"] mystnb={"image": {"alt": "Generated images (Algorithm 2, EMA network) next to real training images of the same dataset"}}
 fig, axes = plt.subplots(1, 2, figsize=(7, 3.7))
-show_grid(axes[0], samples, f"model samples (DDPM, T = {schedule.num_timesteps})")
+show_grid(axes[0], samples, f"model samples (DDPM, T = {T})")
 show_grid(axes[1], pixels[:grid_samples], "training images")
 fig.tight_layout()
 plt.show()
@@ -344,8 +409,9 @@ plt.show()
 # %% [markdown]
 # After the default few hundred CPU steps the samples have the strokes, contrast and
 # layout of digits, and a few are recognisable; more steps (a GPU, or the command line's
-# `python -m diffusion_lib train --dataset digits`, ~10 CPU minutes) make most of them
-# so. The next section puts numbers on this.
+# `python -m diffusion_lib train --dataset digits`, whose default is 2,000 steps: the
+# training cell above shows this machine's speed) make most of them so. The next
+# section puts numbers on this.
 #
 # ## The reverse process, animated
 #
@@ -356,30 +422,27 @@ plt.show()
 # values of $x_t$ outside $[-1, 1]$ are clipped.)
 
 # %%
-T = schedule.num_timesteps
-frame_t = sorted({round(T * f ** 2) for f in np.linspace(1, 0, 40)}, reverse=True)  # paper's t
-frames = [train_set.to_output(trajectory[T - t]) for t in frame_t]   # x_t as uint8 images
+# the paper's t of each frame, denser near t = 0
+frame_t = sorted({round(T * f**2) for f in np.linspace(1, 0, 40)}, reverse=True)
+# x_t of each frame as one uint8 grid of images
+grids = [image_grid(train_set.to_output(trajectory[T - t])) for t in frame_t]
 
-fig, ax = plt.subplots(figsize=(3.5, 3.8))
-image = ax.imshow(image_grid(frames[0])[..., 0] if C == 1 else image_grid(frames[0]),
-                  cmap="gray", vmin=0, vmax=255, interpolation="nearest")
-ax.set(xticks=[], yticks=[])
+fig, ax = plt.subplots(figsize=(3.5, 3.8), dpi=100)
+show_image(ax, grids[0], cmap="gray")
+image = ax.images[0]
 
 
 def draw(i):
-    grid = image_grid(frames[i])
-    image.set_data(grid[..., 0] if C == 1 else grid)
+    image.set_data(grids[i][..., 0] if C == 1 else grids[i])
     ax.set_title(f"$x_t$ at t = {frame_t[i]}")
-    return [image]
 
 
-movie = animation.FuncAnimation(fig, draw, frames=len(frames), interval=150, blit=False)
-html = movie.to_jshtml(default_mode="once")
-plt.close(fig)
-display(HTML(f"<figure>{html}<figcaption>The reverse process on {grid_samples} images: "
-             f"Algorithm 2 from pure noise at t = {T} to samples at t = 0, in {len(frames)} "
-             "frames spaced more densely near t = 0. Press play, or step through the "
-             "frames.</figcaption></figure>"))
+display(animation_html(
+    fig, draw, range(len(grids)), interval=150,
+    caption=f"The reverse process on {grid_samples} images: Algorithm 2 "
+            f"from pure noise at t = {T} to samples at t = 0, in {len(grids)} "
+            "frames spaced more densely near t = 0. Press play, or step "
+            "through the frames."))
 
 # %% [markdown]
 # The same trajectory as a strip, for print:
@@ -388,10 +451,8 @@ display(HTML(f"<figure>{html}<figcaption>The reverse process on {grid_samples} i
 strip_t = [T, 750, 500, 250, 100, 50, 0]
 fig, axes = plt.subplots(1, len(strip_t), figsize=(8, 1.6))
 for ax, t in zip(axes, strip_t):
-    picture = train_set.to_output(trajectory[T - t, :1])[0]          # (H, W, C)
-    ax.imshow(picture[..., 0] if C == 1 else picture, cmap="gray", vmin=0, vmax=255,
-              interpolation="nearest")
-    ax.set(title=f"t = {t}", xticks=[], yticks=[])
+    show_image(ax, trajectory[T - t, 0], cmap="gray")    # (C, H, W) in [-1, 1]
+    ax.set_title(f"t = {t}")
 fig.tight_layout()
 plt.show()
 
@@ -413,16 +474,19 @@ plt.show()
 # on a CPU we use a handful of test images and report the standard error.
 
 # %%
-x_test = test_set.get_batch(0, bound_images, seed=seed)               # (n, C, H, W)
+x_test = test_set.get_batch(0, bound_images, seed=seed)      # (n, C, H, W)
 generator = torch.Generator(device=device).manual_seed(seed)
 with torch.no_grad():
-    bound = dl.variational_bound(schedule, ema_model.eval(), x_test, generator=generator)
-total = bound.total_bpd.double().cpu()                                # (n,)
+    bound = dl.variational_bound(schedule, ema_model.eval(), x_test,
+                                 generator=generator)
+total = bound.total_bpd.double().cpu()                       # (n,)
+terms = bound.terms_bpd.double().mean(0).cpu()      # (T,) entry t: L_t
 levels = len(np.unique(train_set.to_output(train_set.all_data())))
 print(f"bound on {len(total)} test images: {total.mean():.2f} +- "
       f"{total.std() / len(total) ** 0.5:.2f} bits/dim")
-print(f"for reference: uniform over 256 values: 8.00 bits/dim; uniform over the "
-      f"{levels} grey levels that occur in the data: {math.log2(levels):.2f}")
+print("for reference: uniform over 256 values: 8.00 bits/dim;")
+print(f"    uniform over the {levels} grey levels of the data: "
+      f"{math.log2(levels):.2f}")
 
 # %% [markdown]
 # **Check.** The total is the sum of its terms, $L_T + \sum_{t \ge 2} L_{t-1} + L_0$
@@ -430,11 +494,11 @@ print(f"for reference: uniform over 256 values: 8.00 bits/dim; uniform over the 
 
 # %% tags=["nbval-check-output"]
 summed = bound.prior_bpd + bound.terms_bpd.sum(1)
-print("total = L_T + sum of L_(t-1) + L_0:", torch.allclose(summed, bound.total_bpd, rtol=1e-4))
-assert torch.allclose(summed, bound.total_bpd, rtol=1e-4)
+adds_up = torch.allclose(summed, bound.total_bpd, rtol=1e-4)
+print("total = L_T + sum of L_(t-1) + L_0:", adds_up)
+assert adds_up
 
 # %% tags=["hide-input"] mystnb={"image": {"alt": "Terms of the variational bound per timestep on a log scale: the decoder term at t = 1 and the KL terms at small t are largest"}}
-terms = bound.terms_bpd.double().mean(0).cpu()                         # (T,) entry t: L_t
 fig, ax = plt.subplots(figsize=(5.5, 3.2))
 ax.plot(torch.arange(2, T + 1), terms[1:], "k-", label=r"$L_{t-1}$, KL terms")
 ax.plot([1], terms[:1], "ko", fillstyle="none", label=r"$L_0$, decoder")
@@ -445,18 +509,43 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# The bits go where chapter 6's exact denoiser put them: into the first steps, where the
-# fine detail of an image is decided. The digits use only 17 grey levels, so even a
-# model that knew nothing but that would score $\log_2 17 \approx 4.09$ bits/dim; a
-# network trained for minutes sits above that, and a long run goes far below (these 8x8
-# images carry little information per pixel). For CIFAR-10 the paper's 3.70 bits/dim
-# needed 800,000 steps.
+# Where do the bits go? The bound by groups of steps, and the network's error on the
+# noise at the first steps (`bound.mse`, the same draws):
+
+# %% tags=["nbval-ignore-output"]
+groups = {"L_0, the decoder": terms[0], "L_1 to L_9": terms[1:10].sum(),
+          "L_10 to L_99": terms[10:100].sum(),
+          "L_100 to L_999": terms[100:].sum()}
+for name, value in groups.items():
+    print(f"{name:>16}: {value.item():5.2f} bits/dim")
+eps_error = bound.mse.double().mean(0).cpu()       # (T,) at each t, 0-indexed
+print("error on the noise at t = 1, 2, 10, 100:",
+      ", ".join(f"{eps_error[t - 1].item():.2f}" for t in (1, 2, 10, 100)))
+
+# %% [markdown]
+# Why is this short run above the $\log_2 17 \approx 4.09$ bits/dim of a model that
+# knows nothing but the 17 grey levels of the data? Almost all of its bits are paid
+# in the first hundred steps, in the decoder and in the KL terms of small $t$. There,
+# the noise is much smaller than the gap between two grey levels ($16 / 127.5 \approx
+# 0.13$ in the training space, against a noise of standard deviation 0.04 at
+# $t = 10$). A model that had learned that pixels sit on 17 levels could read $x_0$ off
+# $x_t$ and name the noise almost exactly, and these terms would cost it almost
+# nothing. The network trained for a few hundred steps has not learned this fine
+# structure: its error on the noise is still about 1 at $t = 1, 2$, and Eq. 12 weights
+# those steps the most ($\lambda_2 \approx 0.6$ against $0.01$ at large $t$, chapter
+# 6). The decoder, whose $\sigma_1 \approx 0.007$ is narrower than an 8-bit bin,
+# charges in the same way for every pixel whose predicted $x_0$ misses its bin. So the
+# bound measures above all the finest scale of the data, which matters little for how
+# the samples look, and it can only fall below 4.09 bits once the network has learned
+# that scale. For CIFAR-10 the paper's 3.70 bits/dim needed 800,000 steps.
 #
 # ### A Frechet distance in classifier features
 #
 # The Frechet Inception Distance {cite:p}`heusel2017gans` compares generated and real
 # images through the features of a classifier: fit a Gaussian to each set of feature
-# vectors and compute the Frechet (2-Wasserstein) distance between the two Gaussians,
+# vectors and compute the Frechet distance between the two Gaussians, which for
+# Gaussians is the *squared* 2-Wasserstein distance (the Wasserstein distance itself
+# is its square root),
 #
 # $$
 # \mathrm{FD} = \lVert m_1 - m_2 \rVert^2 + \operatorname{tr}\big(\Sigma_1 + \Sigma_2
@@ -471,32 +560,36 @@ plt.show()
 # perfect model scores about the floor; the ratio says how far above it the samples are.
 
 # %%
-classifier, accuracy = train_feature_classifier(train_set, test_set, steps=150, seed=seed,
-                                                device=device)
+classifier, accuracy = train_feature_classifier(
+    train_set, test_set, steps=150, seed=seed, device=device)
 test_features = extract_features(classifier, test_set.all_data())
-real = train_set.get_batch(0, fd_samples, seed=seed + 1)              # (n, C, H, W)
+real = train_set.get_batch(0, fd_samples, seed=seed + 1)     # (n, C, H, W)
 floor = frechet_distance(extract_features(classifier, real), test_features)
 scores = {}
 for label, use_ema in [("last weights", False), ("EMA weights", True)]:
-    generated = run.sample(fd_samples, sampler="ddim", steps=50, seed=seed, use_ema=use_ema)
+    generated = run.sample(fd_samples, sampler="ddim", steps=50, seed=seed,
+                           use_ema=use_ema)
     features = extract_features(classifier, test_set.from_output(generated))
     scores[label] = frechet_distance(features, test_features)
 
 # %% tags=["nbval-ignore-output"]
-print(f"feature classifier: {accuracy:.1%} accuracy on the {test_set.num_examples} test images")
-print(f"Frechet distance to the test set, {fd_samples} images each (DDIM, 50 steps):")
+print(f"feature classifier: {accuracy:.1%} accuracy on the "
+      f"{test_set.num_examples} test images")
+print(f"Frechet distance to the test set, {fd_samples} images each "
+      "(DDIM, 50 steps):")
 print(f"  {fd_samples} real training images (floor): {floor:8.2f}")
 for label, score in scores.items():
-    print(f"  samples, {label:>12}:           {score:8.2f}   ({score / floor:.1f} x floor)")
+    print(f"  samples, {label:>12}:           {score:8.2f}   "
+          f"({score / floor:.1f} x floor)")
 
 # %% [markdown]
 # The printed ratios are the honest summary of the run: samples that a classifier's
 # features could not tell from real digits would sit at $1\times$ the floor. With this
 # notebook's short CPU defaults the samples are still clearly above it, and the EMA
 # weights typically score better than the last ones (the average smooths out the jitter
-# of the last steps); longer training closes most of the gap. The floor itself is not zero: two finite samples of the same
-# distribution differ, and it grows as the sample size shrinks, which is why the
-# samples and the floor must use the same number of images.
+# of the last steps). The floor itself is not zero: two finite samples of the same
+# distribution differ, and it grows as the sample size shrinks (exercise 7.2), which is
+# why the samples and the floor must use the same number of images.
 #
 # ## MNIST and CIFAR-10 on a GPU
 #
@@ -509,7 +602,8 @@ for label, score in scores.items():
 # command line writes checkpoints and resumes where it stopped:
 #
 # ```bash
-# python -m diffusion_lib train --dataset cifar10 --data-dir data --out runs/c10 --device cuda --precision bf16
+# python -m diffusion_lib train --dataset cifar10 --data-dir data \
+#     --out runs/c10 --device cuda --precision bf16
 # python -m diffusion_lib evaluate --run runs/c10
 # ```
 #
@@ -519,9 +613,110 @@ for label, score in scores.items():
 #   attention at one resolution, skips from the way down to the way up, and the
 #   timestep added to every block through a sinusoidal embedding.
 # * Training is Algorithm 1 with Adam, warm-up, clipping and an EMA of the weights; the
-#   samples come from the EMA.
+#   samples come from the EMA. The loss is nearly zero at large $t$, where the noise is
+#   almost $x_t$; the hard steps, and what longer training improves, are the small and
+#   middle ones.
 # * Sampling is Algorithm 2: $T$ network calls per batch, from noise to images; the
 #   images appear in the last few hundred steps.
 # * Bits per dimension (a likelihood bound) and a Frechet distance in classifier
 #   features measure the model, each next to a reference that real data or a trivial
 #   model reaches.
+#
+# ## Exercises
+#
+# **Exercise 7.1** (show that). With a constant decay $d$ (no warm-up) and
+# $\bar\theta_0 = 0$, show that after $k$ updates
+# $\bar\theta_k = (1 - d) \sum_{j=1}^{k} d^{\,k-j}\, \theta_j$: the weights decay
+# geometrically with the age of an iterate. If the weights grew steadily,
+# $\theta_j = j$, by how many steps would the average lag behind the last weights
+# once $k \gg 1/(1 - d)$? Check with the library's `EMA` for $d = 0.995$ (the digits
+# default) and $k = 2000$.
+#
+# ```{admonition} Solution
+# :class: dropdown
+#
+# Unroll $\bar\theta_k = d\, \bar\theta_{k-1} + (1 - d)\, \theta_k$ down to
+# $\bar\theta_0 = 0$. The weight of an iterate of age $a = k - j$ is $(1 - d) d^a$;
+# these weights sum to $1 - d^k \approx 1$, and their mean age is
+# $\sum_a a (1 - d) d^a = d / (1 - d)$. With $\theta_j = j$ the average is the last
+# value minus that mean age: it lags by $d/(1 - d) = 199$ steps for $d = 0.995$. The
+# same lag is why an average over too many steps still remembers the random start of a
+# short run, and why the library warms the decay up.
+# ```
+
+# %% tags=["hide-cell"]
+# Exercise 7.1: the EMA of a single weight that grows by 1 per step
+d, k = 0.995, 2000
+weight = torch.nn.Linear(1, 1, bias=False)
+torch.nn.init.zeros_(weight.weight)
+average = EMA(weight, decay=d, warmup=False)
+with torch.no_grad():
+    for j in range(1, k + 1):
+        weight.weight.fill_(float(j))
+        average.update(weight, step=j - 1)
+ages = torch.arange(k, dtype=torch.float64)          # k - j for j = k, ..., 1
+formula = ((1 - d) * d**ages * (k - ages)).sum().item()
+ema_value = average.model.weight.item()
+print(f"EMA after {k} steps: {ema_value:.2f} (formula {formula:.2f}); "
+      f"lag {k - ema_value:.1f} steps")
+assert abs(ema_value - formula) < 1e-3 * k and abs(k - ema_value - 199) < 1
+
+# %% [markdown]
+# **Exercise 7.2** (predict, then run). The floor of the Frechet distance is the
+# distance between two finite samples of the same data. Predict how it changes from
+# 128 real images to 64 and to 32, then compute it with the same classifier.
+#
+# ```{admonition} Solution
+# :class: dropdown
+#
+# It grows as the sample shrinks: the mean and covariance fitted to $n$ feature
+# vectors carry random errors that shrink as $n$ grows, and the formula adds up their
+# squares. Here it rises from about 1.8 with 128 images to about 5.5 with 32. A score
+# is therefore only meaningful next to a floor computed with the same number of
+# images, which is how this chapter reports it.
+# ```
+
+# %% tags=["hide-cell"]
+# Exercise 7.2: the floor against the number of images
+floors = {}
+for n in (32, 64, 128):
+    real_n = train_set.get_batch(0, n, seed=seed + 2)
+    floors[n] = frechet_distance(extract_features(classifier, real_n),
+                                 test_features)
+print("floor with n images:",
+      ", ".join(f"n = {n}: {value:.2f}" for n, value in floors.items()))
+assert floors[32] > floors[64] > floors[128]
+
+# %% [markdown]
+# **Exercise 7.3** (show that, then compare). The simplest possible noise predictor
+# ignores $t$ and answers $\hat\epsilon = x_t$. Show that its loss per pixel at step
+# $t$ is $\bar\alpha_t\, \mathbb{E}[x_0^2] + (1 - \sqrt{1 - \bar\alpha_t})^2$. Compare
+# it with the trained network's loss at each $t$ of the figure above: where is the
+# network much better, and where does the trivial rule already do about as well?
+#
+# ```{admonition} Solution
+# :class: dropdown
+#
+# $\epsilon - x_t = -\sqrt{\bar\alpha_t}\, x_0 + (1 - \sqrt{1 - \bar\alpha_t})\,
+# \epsilon$, and $x_0$ and $\epsilon$ are independent with $\mathbb{E}\epsilon = 0$, so
+# the cross term vanishes and the mean square is the claim. At large $t$ both terms
+# vanish: the trivial rule is nearly perfect, and so is the network. Up to $t = 100$
+# the rule's loss is above 1 (the whole image counts as error), while the network's
+# is well below it: that gap is what the network has learned about digits.
+# ```
+
+# %% tags=["hide-cell"]
+# Exercise 7.3: the loss of eps_hat = x_t, by formula and by measurement
+second_moment = (x_eval**2).mean().item()                 # E[x_0^2] per pixel
+print("   t   eps_hat = x_t   network")
+for t in [10, 100, 500, T]:
+    ab = schedule.alpha_bars[t - 1].item()
+    trivial = ab * second_moment + (1 - (1 - ab) ** 0.5) ** 2
+    steps = torch.full((len(x_eval),), t - 1, device=device)
+    measured = dl.l_simple(schedule, lambda x_t, s: x_t, x_eval, steps,
+                           generator=g)                   # (n,)
+    se = measured.std().item() / len(measured) ** 0.5
+    print(f"{t:4d}   {trivial:13.3f}   {per_t[t]:7.3f}")
+    assert abs(measured.mean().item() - trivial) < 5 * se + 1e-6
+    if t <= 100:
+        assert per_t[t] < trivial
