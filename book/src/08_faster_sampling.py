@@ -4,7 +4,7 @@
 # Algorithm 2 needs one network call per step, $T = 1000$ calls per sample: sampling the
 # 16 digits of chapter 7 took as long as about a hundred steps of training. This
 # chapter measures what happens when we take fewer steps, with the sampler of
-# *denoising diffusion implicit models* (DDIM, {cite:t}`song2021denoising`), which
+# *denoising diffusion implicit models* (DDIM, {cite:ts}`song2021denoising`), which
 # reuses the network trained for DDPM unchanged. It then looks at what the network
 # predicts from another angle, the *score*, which connects DDPM with score-based models
 # and points to where the field went next.
@@ -20,28 +20,33 @@
 
 # %% COLAB_SETUP
 # %%
-import inspect
 import time
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-from IPython.display import Code, Markdown, display
+from IPython.display import Markdown, display
 
 import diffusion_lib as dl
 from diffusion_lib import build_model, load_dataset
 from diffusion_lib.metrics import toy_report
-from diffusion_lib.notebook import check_device, check_parameter
+from diffusion_lib.notebook import (
+    check_device,
+    check_parameter,
+    seconds,
+    show_source,
+)
 
 # %% tags=["parameters"]
 seed = 0               # every random draw in the chapter comes from this seed
-device = "cpu"         # where the U-Net of the timing runs ("cuda" on a GPU runtime)
+device = "cpu"         # where the U-Net of the timing runs ("cuda": a GPU)
 num_samples = 2000     # samples per sampler setting (at most 5000 are used)
 
 # %% tags=["hide-input"]
 check_parameter("seed", seed, int, lambda v: v >= 0, "a non-negative int")
 check_device(device)
-check_parameter("num_samples", num_samples, int, lambda v: v >= 100, "an int >= 100")
+check_parameter("num_samples", num_samples, int, lambda v: v >= 100,
+                "an int >= 100")
 N = min(num_samples, 5000)
 print(f"parameters ok: {seed=}, {device=}, {num_samples=}")
 
@@ -50,19 +55,19 @@ print(f"parameters ok: {seed=}, {device=}, {num_samples=}")
 
 # %%
 eight = load_dataset("8gaussians", split="test", seed=seed)
-mixture = eight.training_mixture                           # 8 isotropic bumps in 2-D
-schedule = dl.NoiseSchedule.linear()                       # T = 1000, as in DDPM
-oracle = dl.GaussianMixtureOracle(schedule, mixture)       # model(x_t, t) -> E[eps | x_t]
+mixture = eight.training_mixture             # 8 isotropic bumps in 2-D
+schedule = dl.NoiseSchedule.linear()         # T = 1000, as in DDPM
+oracle = dl.GaussianMixtureOracle(schedule, mixture)   # E[eps | x_t]
 T = schedule.num_timesteps
-print(f"{mixture.num_components} components, std {mixture.covariances[0, 0, 0] ** 0.5:.3f} "
-      f"each; T = {T}")
+bump_std = mixture.covariances[0, 0, 0].sqrt().item()
+print(f"{mixture.num_components} components, std {bump_std:.3f} each; T = {T}")
 
 # %% [markdown]
 # ## DDIM: the same marginals, another process
 #
 # The DDPM objective only ever uses the marginals $q(x_t \mid x_0) =
 # \mathcal{N}(\sqrt{\bar\alpha_t}\, x_0, (1 - \bar\alpha_t)\mathbf{I})$, never the
-# Markov chain that produced them. {cite:t}`song2021denoising` observe that many
+# Markov chain that produced them. {cite:ts}`song2021denoising` observe that many
 # processes share these marginals, most of them not Markov, and that each has its own
 # reverse step. Given a noise prediction $\hat\epsilon = \epsilon_\theta(x_t, t)$, first
 # estimate the data point (the closed form of chapter 4, solved for $x_0$),
@@ -72,13 +77,16 @@ print(f"{mixture.num_components} components, std {mixture.covariances[0, 0, 0] *
 # $$
 #
 # then jump to any earlier step $s < t$ by putting $\hat x_0$ back at the noise level
-# of step $s$ ({cite:t}`song2021denoising`, Eq. 12):
+# of step $s$ (Song, Meng and Ermon, Eq. 12):
 #
 # $$
-# x_s = \sqrt{\bar\alpha_s}\,\hat x_0 + \sqrt{1 - \bar\alpha_s - \sigma_{t,s}^2}\;\hat\epsilon
-# + \sigma_{t,s}\, z, \qquad
-# \sigma_{t,s} = \eta \sqrt{\frac{1 - \bar\alpha_s}{1 - \bar\alpha_t}}
-# \sqrt{1 - \frac{\bar\alpha_t}{\bar\alpha_s}}, \qquad z \sim \mathcal{N}(0, \mathbf{I}),
+# \begin{aligned}
+# x_s &= \sqrt{\bar\alpha_s}\,\hat x_0
+#   + \sqrt{1 - \bar\alpha_s - \sigma_{t,s}^2}\;\hat\epsilon
+#   + \sigma_{t,s}\, z, \qquad z \sim \mathcal{N}(0, \mathbf{I}), \\
+# \sigma_{t,s} &= \eta \sqrt{\frac{1 - \bar\alpha_s}{1 - \bar\alpha_t}}
+#   \sqrt{1 - \frac{\bar\alpha_t}{\bar\alpha_s}},
+# \end{aligned}
 # $$
 #
 # with $\bar\alpha_0 = 1$ (so the last jump, to $s = 0$, returns $\hat x_0$). The middle
@@ -91,13 +99,18 @@ print(f"{mixture.num_components} components, std {mixture.covariances[0, 0, 0] *
 #   posterior variance of chapter 6, and the update is exactly DDPM's Algorithm 2.
 #
 # Because the step can jump from $t$ to any $s < t$, sampling can visit a short
-# increasing subsequence $\tau_1 < \dots < \tau_S$ of the $T$ steps: $S$ network calls
-# instead of $T$. The library's `ddim_step` is one jump, and `ddim_sample_loop` walks
-# a subsequence (by default `ddim_timesteps(T, S)`, evenly spaced):
+# increasing subsequence $\tau_1 < \dots < \tau_S$ of the steps $\{1, \dots, T\}$: $S$
+# network calls instead of $T$. The library's `ddim_step` is one jump (its source is
+# folded below), and `ddim_sample_loop` walks a subsequence, by default
+# `ddim_timesteps(T, S)`, evenly spaced. Like every index of the library, these are
+# 0-indexed: the library's index $i$ is the paper's step $\tau = i + 1$, so its
+# subsequence always ends at $\tau_S = T$ and starts at $\tau_1 = 1$ here.
 
 # %%
-display(Code(inspect.getsource(dl.ddim_step), language="python"))
-print("ddim_timesteps(1000, 10) =", dl.ddim_timesteps(T, 10))
+display(show_source(dl.ddim_step, collapsed=True))
+indices = dl.ddim_timesteps(T, 10)
+print("ddim_timesteps(1000, 10), 0-indexed:", indices)
+print("the paper's tau:                    ", [i + 1 for i in indices])
 
 # %% [markdown]
 # **Check 1.** With the *true* noise in place of $\hat\epsilon$ and $\eta = 0$, a DDIM
@@ -110,14 +123,15 @@ print("ddim_timesteps(1000, 10) =", dl.ddim_timesteps(T, 10))
 # %% tags=["nbval-check-output"]
 schedule64 = dl.NoiseSchedule.linear(dtype=torch.float64)
 generator = torch.Generator().manual_seed(seed)
-x0 = mixture.sample(N, generator=generator)                             # (N, 2) float64
+x0 = mixture.sample(N, generator=generator)              # (N, 2) float64
 noise = torch.randn(x0.shape, generator=generator, dtype=torch.float64)
 ok = True
-for t, s in [(1000, 500), (500, 100), (100, 1), (1000, 1)]:             # the paper's steps
+for t, s in [(1000, 500), (500, 100), (100, 1), (1000, 1)]:   # paper's steps
     t_lib, s_lib = torch.full((N,), t - 1), torch.full((N,), s - 1)
     x_t = dl.q_sample(schedule64, x0, t_lib, noise)
     jumped = dl.ddim_step(schedule64, noise, x_t, t_lib, s_lib, eta=0.0)
-    ok = ok and torch.allclose(jumped, dl.q_sample(schedule64, x0, s_lib, noise), atol=1e-10)
+    target = dl.q_sample(schedule64, x0, s_lib, noise)
+    ok = ok and torch.allclose(jumped, target, atol=1e-10)
 print("DDIM with the true noise follows q(x_s | x_0):", ok)
 assert ok
 
@@ -130,10 +144,12 @@ n_check = 200
 oracle64 = dl.GaussianMixtureOracle(schedule64, mixture)
 ddpm = dl.p_sample_loop(schedule64, oracle64, (n_check, 2), progress=False,
                         generator=torch.Generator().manual_seed(seed))
-ddim_full = dl.ddim_sample_loop(schedule64, oracle64, (n_check, 2), num_steps=T, eta=1.0,
-                                progress=False, generator=torch.Generator().manual_seed(seed))
-print("DDIM(eta = 1, all steps) == DDPM:", torch.allclose(ddpm, ddim_full, atol=1e-10))
-assert torch.allclose(ddpm, ddim_full, atol=1e-10)
+ddim_full = dl.ddim_sample_loop(
+    schedule64, oracle64, (n_check, 2), num_steps=T, eta=1.0, progress=False,
+    generator=torch.Generator().manual_seed(seed))
+same = torch.allclose(ddpm, ddim_full, atol=1e-10)
+print("DDIM(eta = 1, all steps) == DDPM:", same)
+assert same
 
 # %% [markdown]
 # **Check 3.** With $\eta = 0$ the sampler draws no random numbers after $x_T$: two runs
@@ -141,8 +157,10 @@ assert torch.allclose(ddpm, ddim_full, atol=1e-10)
 
 # %% tags=["nbval-check-output"]
 x_T = torch.randn(n_check, 2, generator=torch.Generator().manual_seed(seed))
-runs = [dl.ddim_sample_loop(schedule, oracle, x_T=x_T, num_steps=20, eta=0.0, progress=False,
-                            generator=torch.Generator().manual_seed(s)) for s in (1, 2)]
+runs = [dl.ddim_sample_loop(schedule, oracle, x_T=x_T, num_steps=20, eta=0.0,
+                            progress=False,
+                            generator=torch.Generator().manual_seed(s))
+        for s in (1, 2)]
 print("eta = 0 is deterministic given x_T:", torch.equal(runs[0], runs[1]))
 assert torch.equal(runs[0], runs[1])
 
@@ -165,19 +183,22 @@ sampling_seconds = {}
 for eta in (0.0, 1.0):
     for S in step_counts:
         start = time.perf_counter()
-        x = dl.ddim_sample_loop(schedule, oracle, (N, 2), num_steps=S, eta=eta, progress=False,
+        x = dl.ddim_sample_loop(schedule, oracle, (N, 2), num_steps=S,
+                                eta=eta, progress=False,
                                 generator=torch.Generator().manual_seed(seed))
         sampling_seconds[eta, S] = time.perf_counter() - start
         results[eta, S] = toy_report(eight.to_output(x), eight, seed=seed)
-        if S in (5, 20, 1000):
-            results[eta, S]["points"] = x
+        results[eta, S]["points"] = x
 kl_floor = results[0.0, 1000]["kl_floor"]
 
 # %% tags=["nbval-ignore-output"]
-rows = ["| steps $S$ | KL, $\\eta = 0$ | KL, $\\eta = 1$ | on a bump, $\\eta = 0$ | "
-        "on a bump, $\\eta = 1$ |", "|---:|---:|---:|---:|---:|"]
+rows = ["| steps $S$ | KL, $\\eta = 0$ | KL, $\\eta = 1$ "
+        "| on a bump, $\\eta = 0$ | on a bump, $\\eta = 1$ |",
+        "|---:|---:|---:|---:|---:|"]
+
+
 def kl_text(kl):
-    """No exponents: 4,334 rather than 4.33e+03; three significant digits below 1000."""
+    """No exponents: 4,334, not 4.33e+03; 3 significant digits below 1000."""
     return f"{kl:,.0f}" if kl >= 1000 else f"{kl:.3g}"
 
 
@@ -185,7 +206,7 @@ for S in step_counts:
     a, b = results[0.0, S], results[1.0, S]
     rows.append(f"| {S} | {kl_text(a['kl'])} | {kl_text(b['kl'])} | "
                 f"{a['in_mode_fraction']:.1%} | {b['in_mode_fraction']:.1%} |")
-data_in_mode = 1 - np.exp(-3 ** 2 / 2)        # a 2-D Gaussian within 3 std of its mean
+data_in_mode = 1 - np.exp(-3 ** 2 / 2)   # 2-D Gaussian: within 3 std
 rows.append(f"| data (floor) | {kl_text(kl_floor)} | {kl_text(kl_floor)} | "
             f"{data_in_mode:.1%} | {data_in_mode:.1%} |")
 display(Markdown("\n".join(rows)))
@@ -204,11 +225,13 @@ assert full_ok and few_bad
 # %% tags=["hide-input"] mystnb={"image": {"alt": "KL divergence against the number of sampling steps, log-log: both samplers fall towards the data floor, eta = 0 lower at few steps"}}
 fig, ax = plt.subplots(figsize=(6, 3.6))
 for eta, style, marker in [(0.0, "-", "o"), (1.0, "--", "s")]:
-    ax.plot(step_counts, [results[eta, S]["kl"] for S in step_counts], linestyle=style,
-            marker=marker, color="k", fillstyle="none", label=fr"DDIM, $\eta = {eta:g}$")
+    ax.plot(step_counts, [results[eta, S]["kl"] for S in step_counts],
+            linestyle=style, marker=marker, color="k", fillstyle="none",
+            label=fr"DDIM, $\eta = {eta:g}$")
 ax.axhline(kl_floor, color="0.5", linestyle=":", label="real data (floor)")
 ax.set(xscale="log", yscale="log", xlabel="sampling steps $S$ (network calls)",
-       ylabel=r"KL$(p_\mathrm{data} \Vert q)$, nats", title="quality against steps, exact denoiser")
+       ylabel=r"KL$(p_\mathrm{data} \Vert q)$, nats",
+       title="quality against steps, exact denoiser")
 ax.legend()
 fig.tight_layout()
 plt.show()
@@ -218,39 +241,76 @@ fig, axes = plt.subplots(2, 3, figsize=(8, 5.6), sharex=True, sharey=True)
 for row, eta in enumerate((0.0, 1.0)):
     for col, S in enumerate((5, 20, 1000)):
         points = results[eta, S]["points"]
-        axes[row, col].scatter(points[:, 0], points[:, 1], s=1, color="k", alpha=0.4)
-        axes[row, col].set(title=fr"$\eta = {eta:g}$, {S} steps", aspect="equal",
-                           xlim=(-2.2, 2.2), ylim=(-2.2, 2.2))
+        axes[row, col].scatter(points[:, 0], points[:, 1], s=1, color="k",
+                               alpha=0.4)
+        axes[row, col].set(title=fr"$\eta = {eta:g}$, {S} steps",
+                           aspect="equal", xlim=(-2.2, 2.2), ylim=(-2.2, 2.2))
 fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# Three things to read off. With very few steps both samplers fail the same way: each
+# Four things to read off. With very few steps both samplers fail the same way: each
 # jump replaces $x_t$ by a blend of $\hat x_0 = \mathbb{E}[x_0 \mid x_t]$, and at high
 # noise that conditional mean lies *between* the bumps, so the samples end up spread
-# over a disc. From 10 steps on, the deterministic sampler ($\eta = 0$) has the lower
-# KL at the same cost, two to three times lower from 20 to 200 steps: fresh noise
-# injected at a coarse step has too few later steps to be removed. (The share on a bump
-# does not show this: it is high for both, and the KL also sees how wide the bumps are
-# and how the samples split between them.) With all steps, both are at the data's own
-# level: DDPM was never wrong, only slow.
+# over a disc. From 10 to 200 steps the deterministic sampler ($\eta = 0$) has the
+# lower KL at the same cost (the ratios are printed below: 1.2 at 10 steps, between
+# about 1.8 and 2.7 from 20 to 200): fresh noise injected at a coarse step has too few
+# later steps to be removed. At 1000 steps the order flips, both near the floor.
 #
+# The share on a bump shows the other side of the same coin. At 100 and 200 steps,
+# $\eta = 1$ puts *more* samples on a bump than the data itself does (100.0% at 200
+# steps, against 98.9%): its bumps are too narrow, over-concentrated. A coarse jump
+# with $\eta = 1$ adds fresh noise of variance $\sigma_{t,s}^2$, the spread the jump
+# would have if $x_0$ were known; it is not, and over a long jump the true spread of
+# $x_s$ given $x_t$ is larger (chapter 6's information terms). The last jump then
+# returns a conditional mean, which pulls each sample towards the centre of its bump.
+# The root-mean-square distance of the samples to their nearest centre, printed below,
+# measures this; the KL counts it as an error, while the share on a bump rewards it.
+# With all steps both samplers are at the data's own level, bump widths included:
+# DDPM was never wrong, only slow.
+
+# %% tags=["nbval-ignore-output"]
+def spread(points):
+    """RMS distance per coordinate to the nearest centre: a bump's std."""
+    nearest = torch.cdist(points.double(), mixture.means).argmin(1)
+    return (points.double() - mixture.means[nearest]).pow(2).mean().sqrt()
+
+
+print("KL(eta = 1) / KL(eta = 0) at")
+print("    " + ", ".join(
+    f"{S} steps: {results[1.0, S]['kl'] / results[0.0, S]['kl']:.2f}"
+    for S in (10, 20, 50, 100, 200)))
+print(f"std of the bumps, data {bump_std:.3f}; samples:")
+for S in (50, 200, T):
+    print(f"    {S:4d} steps: eta = 0 {spread(results[0.0, S]['points']):.3f},"
+          f" eta = 1 {spread(results[1.0, S]['points']):.3f}")
+
+# %% [markdown]
 # The spacing of the subsequence matters too. `ddim_sample_loop` takes any increasing
-# `timesteps`; {cite:t}`song2021denoising` also use a *quadratic* spacing, dense near
+# `timesteps`; Song, Meng and Ermon also use a *quadratic* spacing, dense near
 # $t = 0$ where the details are decided:
 
 # %%
 rows = ["| steps $S$ | KL, uniform | KL, quadratic |", "|---:|---:|---:|"]
 quadratic_kl = {}
+
+
+def quadratic(S):
+    """S library indices 0..T-1 spaced quadratically (fewer if two coincide)."""
+    return np.unique(np.round((T - 1) * np.linspace(0, 1, S) ** 2)
+                     .astype(int)).tolist()
+
+
 for S in (5, 10, 20, 50):
-    taus = np.unique(np.round((T - 1) * np.linspace(0, 1, S) ** 2).astype(int)).tolist()
-    x = dl.ddim_sample_loop(schedule, oracle, (N, 2), timesteps=taus, eta=0.0, progress=False,
+    taus = quadratic(S)
+    x = dl.ddim_sample_loop(schedule, oracle, (N, 2), timesteps=taus, eta=0.0,
+                            progress=False,
                             generator=torch.Generator().manual_seed(seed))
-    quadratic_kl[len(taus)] = toy_report(eight.to_output(x), eight, seed=seed)["kl"]
-    rows.append(f"| {S} ({len(taus)} distinct) | {results[0.0, S]['kl']:.3g} | "
-                f"{quadratic_kl[len(taus)]:.3g} |")
-print("quadratic, 10 steps:", np.unique(np.round((T - 1) * np.linspace(0, 1, 10) ** 2)
-                                       .astype(int)).tolist())
+    quadratic_kl[len(taus)] = toy_report(eight.to_output(x), eight,
+                                         seed=seed)["kl"]
+    rows.append(f"| {S} ({len(taus)} distinct) | {results[0.0, S]['kl']:.3g} "
+                f"| {quadratic_kl[len(taus)]:.3g} |")
+print("quadratic, 10 steps (0-indexed):", quadratic(10))
 
 # %% tags=["nbval-ignore-output"]
 display(Markdown("\n".join(rows)))
@@ -275,18 +335,13 @@ t = torch.full((64,), T - 1, device=device)
 with torch.no_grad():
     for _ in range(3):                                       # warm-up
         net(x, t)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(20):
-        net(x, t)
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-call_seconds = (time.perf_counter() - start) / 20
-per_image = call_seconds / 64                              # seconds per image per step
+    # the fastest of 20 calls (seconds, chapter 3)
+    call_seconds = seconds(lambda: net(x, t), repeats=20, device=device)
+per_image = call_seconds / 64                 # seconds per image per step
 
 # %% tags=["nbval-ignore-output"]
-print(f"one call of the digits U-Net on 64 images ({device}): {call_seconds * 1e3:.0f} ms")
+print(f"one call of the digits U-Net on 64 images ({device}): "
+      f"{call_seconds * 1e3:.0f} ms")
 for S in (10, 50, 100, 1000):
     print(f"  {S:5d} steps: {S * per_image * 1e3:8.1f} ms per image, "
           f"{S * call_seconds:6.1f} s for a grid of 64")
@@ -295,11 +350,14 @@ for S in (10, 50, 100, 1000):
 fig, ax = plt.subplots(figsize=(6, 3.6))
 for eta, style, marker in [(0.0, "-", "o"), (1.0, "--", "s")]:
     ax.plot([S * per_image * 1e3 for S in step_counts],
-            [results[eta, S]["kl"] for S in step_counts], linestyle=style, marker=marker,
-            color="k", fillstyle="none", label=fr"DDIM, $\eta = {eta:g}$")
+            [results[eta, S]["kl"] for S in step_counts], linestyle=style,
+            marker=marker, color="k", fillstyle="none",
+            label=fr"DDIM, $\eta = {eta:g}$")
 ax.axhline(kl_floor, color="0.5", linestyle=":", label="real data (floor)")
-ax.set(xscale="log", yscale="log", xlabel="ms per image (digits U-Net, this machine)",
-       ylabel=r"KL$(p_\mathrm{data} \Vert q)$, nats", title="quality against time")
+ax.set(xscale="log", yscale="log",
+       xlabel="ms per image (digits U-Net, this machine)",
+       ylabel=r"KL$(p_\mathrm{data} \Vert q)$, nats",
+       title="quality against time")
 ax.legend()
 fig.tight_layout()
 plt.show()
@@ -354,15 +412,16 @@ plt.show()
 # %% tags=["nbval-check-output"]
 generator = torch.Generator().manual_seed(seed)
 worst = 0.0
-for t in [1, 10, 100, 500, 1000]:                                     # the paper's t
+for t in [1, 10, 100, 500, 1000]:                       # the paper's t
     ab = schedule64.alpha_bars[t - 1]
-    p_t = mixture.noised(ab.sqrt(), 1 - ab)                            # law of x_t
-    x_t = p_t.sample(500, generator=generator).requires_grad_(True)    # (500, 2) float64
-    score = torch.autograd.grad(p_t.log_prob(x_t).sum(), x_t)[0]       # grad log p_t
-    eps = oracle64(x_t.detach(), torch.full((500,), t - 1))            # E[eps | x_t]
+    p_t = mixture.noised(ab.sqrt(), 1 - ab)              # law of x_t
+    x_t = p_t.sample(500, generator=generator).requires_grad_(True)  # (500, 2)
+    score = torch.autograd.grad(p_t.log_prob(x_t).sum(), x_t)[0]  # grad log p_t
+    eps = oracle64(x_t.detach(), torch.full((500,), t - 1))  # E[eps | x_t]
     gap = (eps + (1 - ab).sqrt() * score).abs().max().item()
     worst = max(worst, gap / eps.abs().max().item())
-print("eps* = -sqrt(1 - alpha_bar_t) * grad log p_t, relative error < 1e-6:", worst < 1e-6)
+print("eps* = -sqrt(1 - alpha_bar_t) * grad log p_t, relative error < 1e-6:",
+      worst < 1e-6)
 assert worst < 1e-6
 
 # %% [markdown]
@@ -375,11 +434,12 @@ generator = torch.Generator().manual_seed(seed + 1)
 ok = True
 for t in [10, 100, 500]:
     t_lib = torch.full((N,), t - 1)
-    x0 = mixture.sample(N, generator=generator)                         # (N, 2) float64
+    x0 = mixture.sample(N, generator=generator)          # (N, 2) float64
     noise = torch.randn(x0.shape, generator=generator, dtype=torch.float64)
     x_t = dl.q_sample(schedule, x0, t_lib, noise)
-    residual = noise - oracle(x_t, t_lib)                               # (N, 2)
-    for stat in (residual, residual * (x_t - x_t.mean(0))):             # mean, covariance
+    residual = noise - oracle(x_t, t_lib)                # (N, 2)
+    # its mean, and its covariance with x_t
+    for stat in (residual, residual * (x_t - x_t.mean(0))):
         se = stat.std(0) / N ** 0.5
         ok = ok and bool((stat.mean(0).abs() < 5 * se).all())
 print("residual has mean 0 and no correlation with x_t:", ok)
@@ -388,17 +448,19 @@ assert ok
 # %% tags=["hide-input"] mystnb={"image": {"alt": "The score field of the noised data at three noise levels: arrows point to the eight bumps at small t, to their circle at t = 200, to the origin at large t"}}
 grid = torch.linspace(-2, 2, 11, dtype=torch.float64)
 gx, gy = torch.meshgrid(grid, grid, indexing="xy")
-points = torch.stack([gx.flatten(), gy.flatten()], 1)                    # (121, 2)
+points = torch.stack([gx.flatten(), gy.flatten()], 1)       # (121, 2)
 fig, axes = plt.subplots(1, 3, figsize=(9, 3.6), sharey=True)
 for ax, t in zip(axes, [20, 200, 800]):
-    score = oracle.score(points, torch.full((len(points),), t - 1))      # (121, 2)
+    score = oracle.score(points, torch.full((len(points),), t - 1))  # (121, 2)
     direction = score / score.norm(dim=1, keepdim=True).clamp_min(1e-12)
-    ax.scatter(mixture.means[:, 0], mixture.means[:, 1], s=90, marker="o", linewidths=1.5,
-               facecolors="none", edgecolors="0.45")
-    ax.quiver(points[:, 0], points[:, 1], direction[:, 0], direction[:, 1], color="k",
-              angles="xy", scale=14, width=0.008)
-    ax.set(title=f"t = {t}", aspect="equal", xlim=(-2.3, 2.3), ylim=(-2.3, 2.3))
-fig.suptitle(r"direction of $\nabla \log p_t$ (arrows) and the eight means (circles)")
+    ax.scatter(mixture.means[:, 0], mixture.means[:, 1], s=90, marker="o",
+               linewidths=1.5, facecolors="none", edgecolors="0.45")
+    ax.quiver(points[:, 0], points[:, 1], direction[:, 0], direction[:, 1],
+              color="k", angles="xy", scale=14, width=0.008)
+    ax.set(title=f"t = {t}", aspect="equal", xlim=(-2.3, 2.3),
+           ylim=(-2.3, 2.3))
+fig.suptitle(r"direction of $\nabla \log p_t$ (arrows) and the eight means "
+             "(circles)")
 fig.tight_layout()
 plt.show()
 
@@ -408,11 +470,17 @@ plt.show()
 # single Gaussian, they all point to the centre. Sampling follows these arrows
 # from a large $t$ down to a small one. In this view DDPM's Algorithm 2 is a noisy
 # gradient ascent on $\log p_t$ with a shrinking $t$, close to the annealed Langevin
-# dynamics of score-based models {cite:p}`song2019generative`, and DDIM with
-# $\eta = 0$ follows an ordinary differential equation whose solutions carry $p_T$ to
-# $p_0$, the *probability flow* of {cite:t}`song2021scorebased`. Both are ways of solving
-# the same reverse-time equation; the solver and its step sizes decide how many network
-# calls a good sample costs.
+# dynamics of score-based models {cite:p}`song2019generative`.
+#
+# The two samplers of this chapter follow the same arrows but solve different
+# equations. In the continuous-time view of {cite:ts}`song2021scorebased`, DDPM's
+# steps discretize a reverse-time *stochastic* differential equation, which keeps
+# injecting noise, while DDIM with $\eta = 0$ discretizes the *probability flow*, an
+# ordinary differential equation without noise. Their solutions are different: one is
+# a random path, the other a deterministic map from $x_T$ to $x_0$. What the two
+# equations share is the marginal density at every $t$, which is $p_t$ for both; that
+# is why either one turns $p_T$ into the data. The solver and its step sizes then
+# decide how many network calls a good sample costs.
 #
 # ## Where to go next
 #
@@ -440,7 +508,107 @@ plt.show()
 #   $\eta$ setting the fresh noise; $\eta = 1$ on every step is DDPM (checked above).
 # * With the exact denoiser, quality against steps was measured: DDIM at $\eta = 0$
 #   with 100-200 steps comes within a few hundredths of a nat of 1000-step DDPM, and
-#   quadratically spaced steps get as close with 50 steps on this data. Time per sample is steps times the cost of a network call.
+#   quadratically spaced steps get as close with 50 steps on this data. Time per sample
+#   is steps times the cost of a network call.
+# * With few steps, fresh noise ($\eta = 1$) costs quality, and coarse stochastic
+#   jumps make the bumps too narrow: a high share of samples on a bump is not, alone,
+#   a sign of quality.
 # * The noise predictor is a scaled score, $\epsilon^* = -\sqrt{1 - \bar\alpha_t}\,
 #   \nabla \log p_t$ (checked against automatic differentiation of the exact density),
-#   which links DDPM to score-based models and ODE samplers.
+#   which links DDPM to score-based models: the reverse SDE (DDPM) and the probability
+#   flow ODE (DDIM, $\eta = 0$) are different equations with the same marginals.
+#
+# ## Exercises
+#
+# **Exercise 8.1** (show that). Show that with $\eta = 1$ and a jump of one step,
+# $s = t - 1$, the DDIM variance $\sigma_{t,t-1}^2$ is the posterior variance
+# $\tilde\beta_t$ of chapter 6, at every $t$.
+#
+# ```{admonition} Solution
+# :class: dropdown
+#
+# With $s = t - 1$, $\bar\alpha_t / \bar\alpha_{t-1} = \alpha_t$, so
+# $1 - \bar\alpha_t / \bar\alpha_s = \beta_t$ and
+# $\sigma_{t,t-1}^2 = \frac{1 - \bar\alpha_{t-1}}{1 - \bar\alpha_t}\, \beta_t =
+# \tilde\beta_t$. The middle coefficient then matches too: Check 2 above shows that the
+# whole update is Algorithm 2.
+# ```
+
+# %% tags=["hide-cell"]
+# Exercise 8.1: sigma_(t, t-1)^2 with eta = 1, for t = 2..T
+ab64 = schedule64.alpha_bars
+ratio = ab64[1:] / ab64[:-1]            # alpha_bar_t / alpha_bar_(t-1)
+sigma2 = (1 - ab64[:-1]) / (1 - ab64[1:]) * (1 - ratio)
+same = torch.allclose(sigma2, schedule64.posterior_variance[1:], rtol=1e-12)
+print("sigma_(t,t-1)^2 = beta_tilde_t for t = 2..T:", same)
+assert same
+
+# %% [markdown]
+# **Exercise 8.2** (predict, then compute with the oracle). At $t = 800$ the arrows of
+# the score field all point to the centre, as if the noised data were one Gaussian.
+# Exercise 4.2 gave the exact noise prediction for Gaussian data; in two dimensions,
+# with the data's mean $m$ and covariance $\Sigma$, it reads
+# $\epsilon^*(x_t) \approx \sqrt{1 - \bar\alpha_t}\, C_t^{-1} (x_t - \sqrt{\bar\alpha_t}\,
+# m)$ with $C_t = \bar\alpha_t \Sigma + (1 - \bar\alpha_t)\mathbf{I}$. At which of
+# $t = 20, 200, 800, 1000$ do you expect this Gaussian approximation to be close to the
+# exact denoiser of the eight bumps? Measure the relative error.
+#
+# ```{admonition} Solution
+# :class: dropdown
+#
+# Close at $t = 800$ and $1000$, far off at $20$ and $200$. Once the noise is much
+# wider than the circle of bumps, $p_t$ is the data blurred into one round bump, and
+# only its mean and covariance matter; the approximation's error is then of the order
+# of a millionth. At $t = 200$ the density is still a ring, whose score points to the
+# circle, not to the centre, and at $t = 20$ it is eight bumps: the Gaussian
+# approximation is wrong by about the size of the prediction itself. A denoiser that
+# only knew the data's mean and covariance would be fine for the first steps of
+# sampling and useless for the last ones, where the structure appears.
+# ```
+
+# %% tags=["hide-cell"]
+# Exercise 8.2: the data as one Gaussian, against the exact denoiser
+mean, cov = mixture.mean(), mixture.covariance()
+eye = torch.eye(2, dtype=torch.float64)
+cpu = torch.Generator().manual_seed(seed)
+errors = {}
+for t in (20, 200, 800, T):
+    ab = schedule64.alpha_bars[t - 1]
+    x_t = mixture.noised(ab.sqrt(), 1 - ab).sample(N, generator=cpu)
+    exact = oracle64(x_t, torch.full((N,), t - 1))
+    c_t = ab * cov + (1 - ab) * eye
+    centred = x_t - ab.sqrt() * mean
+    gaussian = (1 - ab).sqrt() * centred @ torch.linalg.inv(c_t)
+    errors[t] = ((exact - gaussian).norm(dim=1).mean()
+                 / exact.norm(dim=1).mean()).item()
+print("relative error of the Gaussian approximation:")
+print("    " + ", ".join(f"t = {t}: {e:.1e}" for t, e in errors.items()))
+assert errors[800] < 1e-3 and errors[T] < 1e-3
+assert errors[200] > 0.2 and errors[20] > 0.5
+
+# %% [markdown]
+# **Exercise 8.3** (predict, then run). DDIM's $\eta$ can take any value between 0 and 1.
+# At 200 steps the bumps came out narrower than the data's with $\eta = 1$, and
+# close to it with $\eta = 0$. Predict the width with $\eta = 0.5$, then sample.
+#
+# ```{admonition} Solution
+# :class: dropdown
+#
+# In between, and much closer to $\eta = 0$: less fresh noise than with $\eta = 1$,
+# so less of the too-small variance of a known $x_0$ replaces the predicted noise, and
+# the bumps come out wider than at $\eta = 1$ (0.099 against 0.093 here, with 0.101
+# at $\eta = 0$). $\eta$ interpolates between the deterministic probability flow and
+# DDPM's stochastic steps.
+# ```
+
+# %% tags=["hide-cell"]
+# Exercise 8.3: eta = 0.5 at 200 steps
+half = dl.ddim_sample_loop(schedule, oracle, (N, 2), num_steps=200, eta=0.5,
+                           progress=False,
+                           generator=torch.Generator().manual_seed(seed))
+widths = {eta: spread(results[eta, 200]["points"]).item() for eta in (0.0, 1.0)}
+widths[0.5] = spread(half).item()
+print(f"std of the bumps at 200 steps (data {bump_std:.3f}):")
+print("    " + ", ".join(f"eta = {eta:g}: {w:.3f}"
+                         for eta, w in sorted(widths.items())))
+assert widths[1.0] < widths[0.5] and widths[1.0] < widths[0.0]
