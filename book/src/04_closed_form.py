@@ -274,7 +274,7 @@ print("noisy batch:", tuple(noisy.shape))                # (B, C, H, W)
 # The closed form splits $x_t$ into a signal part and a noise part,
 # $x_t = \sqrt{\bar\alpha_t}\, x_0 + \sqrt{1-\bar\alpha_t}\, \bar\epsilon_t$. For data of
 # unit variance, the first has variance $\bar\alpha_t$ and the second $1-\bar\alpha_t$.
-# Their ratio is the **signal-to-noise ratio**
+# Their ratio is the **signal-to-noise ratio** {cite:p}`kingma2021variational`
 #
 # $$
 # \mathrm{SNR}(t) = \frac{\bar\alpha_t}{1 - \bar\alpha_t},

@@ -918,7 +918,8 @@ plt.show()
 # $\mathrm{KL}(p_\text{data} \Vert q_\text{samples})$ (the exact log density of the
 # data against that of a Gaussian mixture fitted to the samples) next to its floor,
 # what a fresh sample of real data scores, and counts the modes that received samples.
-# (The report has more entries, such as an energy distance; the cell prints the ones
+# (The report has more entries, such as an energy distance
+# {cite:p}`szekely2013energy`; the cell prints the ones
 # this text explains. The numbers depend on the platform, since training does.)
 
 # %% tags=["nbval-ignore-output"]
