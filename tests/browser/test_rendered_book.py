@@ -6,7 +6,9 @@ from Debian's packages when missing). For every page: no JavaScript console erro
 request leaves the machine, every image loads and has alt text or a caption, math is
 typeset (no raw TeX left, no MathJax error), one h1 and no skipped heading level, the
 animations step, the Colab link opens this chapter on the configured repository and
-branch, internal links and their anchors resolve, nothing overflows a phone screen. Then
+branch, internal links and their anchors resolve, at the desktop width no code block,
+equation or table is wider than the content column (folds opened), nothing overflows a
+phone screen. Then
 the search page finds a chapter-4 word, and each chapter is screenshot at a desktop and a
 phone width into _build/screenshots/.
 """
@@ -266,6 +268,41 @@ def test_desktop_screenshot(browser, page):
     assert screenshot(browser, page["name"], DESKTOP).stat().st_size > 10_000
 
 
+def test_nothing_is_wider_than_the_content_column(browser, page):
+    """At the desktop width, with every fold opened (hidden code cells, solutions), no code
+    block, displayed equation or table is wider than the text column: none hides part of
+    itself behind a scroll bar. (The phone test below only asks that the page itself does
+    not scroll sideways.)"""
+    set_viewport(browser, *DESKTOP)
+    browser.execute_script("""
+        document.querySelectorAll('details').forEach(d => { d.open = true; });
+        document.querySelectorAll('button.toggle-button[aria-expanded="false"]')
+          .forEach(b => b.click());""")
+    time.sleep(0.3)   # let the layout settle
+    result = browser.execute_script("""
+        const column = document.querySelector('article.bd-article')
+          || document.querySelector('main') || document.body;
+        const style = getComputedStyle(column);
+        const box = column.getBoundingClientRect();
+        const left = box.left + parseFloat(style.paddingLeft);
+        const right = box.right - parseFloat(style.paddingRight);
+        const wide = [...column.querySelectorAll('pre, mjx-container[display="true"], table')]
+          .filter(e => e.checkVisibility())
+          .map(e => {
+            const r = e.getBoundingClientRect();
+            // wider than the column, or scrolling inside its own box (code, equations)
+            const overflow = Math.max(r.right - right, e.scrollWidth - e.clientWidth);
+            return {what: e.tagName.toLowerCase() + ': '
+                      + (e.textContent || '').trim().replace(/\\s+/g, ' ').slice(0, 70),
+                    overflow: Math.round(overflow)};
+          })
+          .filter(e => e.overflow > 2);
+        return {column: Math.round(right - left), wide: wide};""")
+    assert not result["wide"], (
+        f"wider than the {result['column']} px content column (by so many px): "
+        + "; ".join(f"{e['what']} (+{e['overflow']})" for e in result["wide"]))
+
+
 def test_phone_layout_and_screenshot(browser, page):
     """Last for each page: it reloads the page at a phone's width."""
     set_viewport(browser, *PHONE)
@@ -274,7 +311,8 @@ def test_phone_layout_and_screenshot(browser, page):
         result = browser.execute_script("""
             const width = document.documentElement.clientWidth;
             // a wide equation or table must scroll inside its own box, not widen the page
-            const wide = [...document.querySelectorAll('article mjx-container, article table, article img')]
+            const wide = [...document.querySelectorAll(
+                'article mjx-container, article table, article img')]
               .filter(e => e.checkVisibility() && e.getBoundingClientRect().right > width + 1)
               .filter(e => {
                 for (let p = e.parentElement; p; p = p.parentElement) {
@@ -282,10 +320,12 @@ def test_phone_layout_and_screenshot(browser, page):
                   if ((o === 'auto' || o === 'scroll') && p.clientWidth <= width) return false;
                 }
                 return true;
-              }).map(e => e.tagName + ': ' + (e.textContent || e.getAttribute('src') || '').slice(0, 60));
+              }).map(e => e.tagName + ': '
+                          + (e.textContent || e.getAttribute('src') || '').slice(0, 60));
             const article = document.querySelector('article') || document.body;
             return {page: document.documentElement.scrollWidth, width: width, wide: wide,
-                    font: parseFloat(getComputedStyle(article.querySelector('p') || article).fontSize)};""")
+                    font: parseFloat(
+                      getComputedStyle(article.querySelector('p') || article).fontSize)};""")
         path = screenshot(browser, page["name"], PHONE)
     finally:
         set_viewport(browser, *DESKTOP)
