@@ -154,8 +154,11 @@ assert all_ok
 # the reverse step to be a Gaussian with a learned mean and a fixed variance,
 #
 # $$
-# p_\theta(x_{t-1} \mid x_t) = \mathcal{N}\big(x_{t-1};\ \mu_\theta(x_t, t),\
-#   \sigma_t^2 \mathbf{I}\big), \qquad p(x_T) = \mathcal{N}(0, \mathbf{I}),
+# \begin{aligned}
+# p_\theta(x_{t-1} \mid x_t) &= \mathcal{N}\big(x_{t-1};\ \mu_\theta(x_t, t),\
+#   \sigma_t^2 \mathbf{I}\big), \\
+# p(x_T) &= \mathcal{N}(0, \mathbf{I}),
+# \end{aligned}
 # $$
 #
 # with $\sigma_t^2 = \tilde\beta_t$ (`variance_type="fixed_small"`, the library's
@@ -803,10 +806,12 @@ assert lam_small[1] > 50 * lam_small[-1] and 0.35 < share < 0.45
 # (1 - \bar\alpha_t)$,
 #
 # $$
-# \lVert \epsilon - \hat\epsilon \rVert^2 = \mathrm{SNR}(t)\,
-#   \lVert x_0 - \hat x_0 \rVert^2, \qquad
-# \lVert v - \hat v \rVert^2 = \big(1 + \mathrm{SNR}(t)\big)\,
+# \begin{aligned}
+# \lVert \epsilon - \hat\epsilon \rVert^2 &= \mathrm{SNR}(t)\,
+#   \lVert x_0 - \hat x_0 \rVert^2, \\
+# \lVert v - \hat v \rVert^2 &= \big(1 + \mathrm{SNR}(t)\big)\,
 #   \lVert x_0 - \hat x_0 \rVert^2 .
+# \end{aligned}
 # $$
 #
 # So $L_\text{simple}$ is an $x_0$-regression that weights each step by its
