@@ -28,8 +28,6 @@ SRC = pathlib.Path(__file__).parent
 DST = SRC.parent                       # book/: the committed notebooks
 ROOT = DST.parent
 CHECK_TAG = "nbval-check-output"
-CHECK_MARKER = "# CHECK_FUNCTIONS\n"   # where the check functions used to be pasted
-CHECK_IMPORT = "from diffusion_lib.notebook import check_device, check_parameter"
 
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
 
@@ -57,11 +55,10 @@ def header() -> str:
 def notebook(path: pathlib.Path) -> nbformat.NotebookNode:
     """The chapter source ``path`` as a notebook without outputs."""
     text = path.read_text()
-    if CHECK_MARKER in text:
-        # the check functions were pasted here; now they are imported from the library
-        print(f"{path.name}: replace '# CHECK_FUNCTIONS' by `{CHECK_IMPORT}` in the imports "
-              "cell", file=sys.stderr)
-        text = text.replace(CHECK_MARKER, CHECK_IMPORT + "\n")
+    if "# CHECK_FUNCTIONS" in text:
+        raise SystemExit(f"{path.name}: the check functions are no longer pasted; import "
+                         "them in the imports cell: from diffusion_lib.notebook import "
+                         "check_device, check_parameter")
     text = text.replace("# %% COLAB_SETUP\n", header())
     nb = jupytext.reads(text, fmt="py:percent")
     mystnb = nb.metadata.get("mystnb")   # per-notebook MyST-NB options, e.g. execution_mode
