@@ -456,18 +456,20 @@ assert entropy <= cross_entropy <= mean_bound
 #
 # the information about the data point that $x_{t-1}$ carries beyond $x_t$ (the mean
 # over $x_0$ and $x_t$ of a log-ratio of conditional densities: the definition of a
-# conditional mutual information). For the exact denoiser the mean of
-# $p_\theta(x_{t-1} \mid x_t)$ is exactly that of $q(x_{t-1} \mid x_t)$; only the
-# variance differs, $\sigma_t^2 = \tilde\beta_t$ against the true
-# $v_t = \mathrm{Var}(x_{t-1} \mid x_t)$. So its term splits into the information and
-# a mismatch,
+# conditional mutual information). For any model, the average term is that
+# information plus $\mathbb{E}\, D_{\mathrm{KL}}(q(x_{t-1} \mid x_t) \,\Vert\,
+# p_\theta(x_{t-1} \mid x_t))$, the model's distance to the true reverse step. For
+# Gaussian data the true reverse step is itself Gaussian, and the exact denoiser gets
+# its mean exactly right: only the variance differs, $\sigma_t^2 = \tilde\beta_t$
+# against the true $v_t = \mathrm{Var}(x_{t-1} \mid x_t)$. So its term splits into
+# the information and a variance mismatch,
 #
 # $$
 # \mathbb{E}[L_{t-1}] = I(x_0; x_{t-1} \mid x_t)
 #   + \tfrac12 \big(v_t / \sigma_t^2 - 1 - \log(v_t / \sigma_t^2)\big),
 # $$
 #
-# both in closed form for Gaussian data: all the variables are jointly Gaussian, and
+# both in closed form: all the variables are jointly Gaussian, and
 # $I = \tfrac12 \log(v_t / \tilde\beta_t)$. The table compares them with the library's
 # $L_{t-1}$ of the exact denoiser, averaged over data points and their $x_t$.
 
