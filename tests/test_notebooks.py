@@ -138,7 +138,8 @@ def test_notebook_is_valid_and_clean(path):
         if cell.cell_type != "code":
             continue
         assert "NBVAL_" not in cell.source, f"cell {i}: use tags, not comment markers"
-        ast.parse(cell.source)   # plain Python: no ! or % magics, which papermill and nbval run outside IPython
+        # plain Python: no ! or % magics, which papermill and nbval run outside IPython
+        ast.parse(cell.source)
         if "nbval-check-output" in tags(cell):
             # nbval compares only cells that were run: the reference has a count and text
             assert cell.outputs and cell.execution_count, \
