@@ -165,9 +165,8 @@ print(f"{data.num_examples} points, {data.num_classes} classes "
 
 # %%
 mixture = classes.standardized(data.mean, data.std)        # training space
-schedule = dl.NoiseSchedule.linear().to(device)
 schedule64 = dl.NoiseSchedule.linear(dtype=torch.float64)
-T = schedule.num_timesteps
+T = schedule64.num_timesteps
 exact = ConditionalGaussianMixtureOracle(schedule64, mixture)  # (x_t, t, y)
 display(show_source(GuidedGaussianMixtureOracle.score))
 
@@ -287,20 +286,21 @@ grid_w = torch.tensor(weights).repeat_interleave(K * N)
 x_T = torch.randn(len(grid_y), 2, generator=torch.Generator().manual_seed(seed))
 
 
-def guided_samples(model, dtype):
+def guided_samples(model, schedule):
     """DDIM-100 samples (eta = 1) of every (w, class) pair, same noise."""
-    guided = ClassifierFreeGuidance(model, grid_y.to(device), grid_w.to(device))
+    where = schedule.betas.device
+    guided = ClassifierFreeGuidance(model, grid_y.to(where), grid_w.to(where))
     with torch.no_grad():
         x = dl.ddim_sample_loop(
-            schedule.to(dtype=dtype), guided, x_T=x_T.to(device, dtype),
+            schedule, guided, x_T=x_T.to(where, schedule.betas.dtype),
             num_steps=100, eta=1.0, progress=False,
-            generator=torch.Generator(device).manual_seed(seed))
+            generator=torch.Generator(where).manual_seed(seed))
     return x.double().cpu().reshape(len(weights), K, N, 2)  # (w, class, N, 2)
 
 
 start = time.perf_counter()
-samples = {"exact": guided_samples(exact, torch.float64),
-           "network": guided_samples(network, torch.float32)}
+samples = {"exact": guided_samples(exact, schedule64),          # CPU, float64
+           "network": guided_samples(network, run.schedule)}    # on device
 print(f"{2 * len(grid_y)} samples in {time.perf_counter() - start:.0f} s")
 
 # %%
@@ -506,6 +506,7 @@ with torch.no_grad():                             # every weight in one loop
         image_run.schedule, ClassifierFreeGuidance(image_net, cell_y.to(device),
                                                    cell_w.to(device)),
         x_T=noise.to(device), num_steps=50, clip_denoised=True, progress=False)
+pictures = pictures.cpu()
 pixels = image_run.dataset.to_output(pictures)       # (4 L, H, W, C) uint8
 pixels = pixels.reshape(len(weights), len(names), per_cell, H, W, C)
 

@@ -148,10 +148,10 @@ def class_report(samples: Tensor | np.ndarray, labels: Tensor | np.ndarray, data
         if classifier is None or dataset_test is None:
             raise ValueError("class_report of images needs the feature classifier and the "
                              "test split")
-        x = dataset_test.from_output(np.asarray(samples))                       # (N, C, H, W)
+        x = dataset_test.from_output(np.asarray(samples)).cpu()                 # (N, C, H, W)
         predicted = _batched(classifier, lambda b: classifier(b).argmax(1), x, 500)
-        test_x, test_y = dataset_test.all_data(), dataset_test.labels().cpu()
-        train_x, train_y = dataset.all_data(), dataset.labels().cpu()
+        test_x, test_y = dataset_test.all_data().cpu(), dataset_test.labels().cpu()
+        train_x, train_y = dataset.all_data().cpu(), dataset.labels().cpu()
         fd = [float("nan")] * K
         for k in sampled:
             hit[k] = float((predicted[labels == k] == k).double().mean())
