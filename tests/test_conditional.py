@@ -445,3 +445,37 @@ def test_conditional_mistakes_exit_2_with_one_line(case, conditional_run, plain_
     assert [sorted(p.name for p in r.rglob("*")) for r in (conditional_run, plain_run)] == \
         runs_before
     assert list_checkpoints(conditional_run)[-1].name == "step-00000004.safetensors"
+
+
+@pytest.mark.slow
+def test_conditional_training_on_two_processes_resumes_exactly(tmp_path):
+    """DDP (two CPU processes, gloo) with labels: stopped and resumed, a run ends with the
+    weights of one never stopped, as the unconditional runs of test_distributed do."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    def torchrun(out, steps):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        if sys.platform.startswith("linux"):
+            env.setdefault("GLOO_SOCKET_IFNAME", "lo")
+        p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                            "--master_addr=127.0.0.1", f"--master_port={port}", "-m",
+                            "diffusion_lib", "train", "--dataset", "moons", "--conditional",
+                            "--out", str(out), "--steps", str(steps), "--checkpoint-every", "3",
+                            "--device", "cpu", *TINY], capture_output=True, text=True, env=env,
+                           timeout=600)
+        assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+
+    torchrun(tmp_path / "a", 6)
+    torchrun(tmp_path / "b", 3)
+    torchrun(tmp_path / "b", 6)
+    a, b = (load_checkpoint(latest_checkpoint(tmp_path / n)) for n in "ab")
+    assert a.step == b.step == 6 and a.data["num_classes"] == 2
+    for part in ("model_state", "ema_state"):
+        first, second = getattr(a, part), getattr(b, part)
+        assert all(torch.equal(first[k], second[k]) for k in first)
