@@ -381,6 +381,12 @@ def test_class_grid_of_images(tmp_path):
     from PIL import Image
     with Image.open(out) as picture:
         assert picture.size[1] > 200                      # ten rows of digits, one per class
+    path = tmp_path / "e.json"                            # per class: the feature classifier
+    assert main(["evaluate", "--run", str(run), "--num-samples", "30", "--json", str(path),
+                 "--sampler", "ddim", "--steps", "3", "--no-progress"]) == 0
+    report = json.loads(path.read_text())
+    assert report["class_names"] == list("0123456789")
+    assert len(report["per_class_hit_rate"]) == len(report["per_class_frechet_ratio"]) == 10
 
 
 def cli_mistakes(tmp, conditional, plain):
