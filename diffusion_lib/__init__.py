@@ -10,18 +10,44 @@ from .data import DataError, load_dataset
 from .forward import q_mean_variance, q_sample, q_sample_chain, q_step
 from .gaussians import discretized_gaussian_log_likelihood, normal_kl, randn_like, reparameterize
 from .guidance import ClassifierFreeGuidance
-from .losses import (VariationalBound, l_simple, loss_target, prior_bpd, sample_timesteps,
-                     variational_bound, vb_term_bpd)
-from .oracle import (ConditionalGaussianMixtureOracle, GaussianMixture, GaussianMixtureOracle,
-                     GuidedGaussianMixtureOracle)
-from .reverse import (PMeanVariance, model_output_to_x0_eps, p_mean_variance, predict_eps_from_v,
-                      predict_eps_from_x0, predict_v, predict_x0_from_eps, predict_x0_from_v,
-                      q_posterior_mean_variance)
+from .losses import (
+    VariationalBound,
+    l_simple,
+    loss_target,
+    prior_bpd,
+    sample_timesteps,
+    variational_bound,
+    vb_term_bpd,
+)
+from .models import build_model
+from .oracle import (
+    ConditionalGaussianMixtureOracle,
+    GaussianMixture,
+    GaussianMixtureOracle,
+    GuidedGaussianMixtureOracle,
+)
+from .reverse import (
+    PMeanVariance,
+    model_output_to_x0_eps,
+    p_mean_variance,
+    predict_eps_from_v,
+    predict_eps_from_x0,
+    predict_v,
+    predict_x0_from_eps,
+    predict_x0_from_v,
+    q_posterior_mean_variance,
+)
 from .samplers import ddim_sample_loop, ddim_step, ddim_timesteps, p_sample, p_sample_loop
 from .schedules import NoiseSchedule, cosine_betas, linear_betas
-from .models import build_model
-from .training import (CheckpointError, ConfigError, TrainConfig, TrainingError, TrainResult,
-                       load_run, train)
+from .training import (
+    CheckpointError,
+    ConfigError,
+    TrainConfig,
+    TrainingError,
+    TrainResult,
+    load_run,
+    train,
+)
 
 __version__ = "0.1.0"
 

@@ -202,6 +202,22 @@ def small(dataset="8gaussians", **kw):
     return TrainConfig(**base)
 
 
+def test_a_conditional_runs_previews_show_every_class(tmp_path, monkeypatch):
+    """num_preview samples shared out over the K classes, drawn with each class's label."""
+    from diffusion_lib.training import engine
+    seen = []
+    real = engine.generate_per_class
+
+    def spy(model, schedule, shape, per_class, labels, **kwargs):
+        seen.append((per_class, list(labels), kwargs.get("guidance_scale", 0.0)))
+        return real(model, schedule, shape, per_class, labels, **kwargs)
+    monkeypatch.setattr(engine, "generate_per_class", spy)
+    train(small("digits", out=str(tmp_path / "run"), steps=2, num_preview=20,
+                preview_steps=3))
+    assert seen == [(2, list(range(10)), 0.0)]                  # 20 // 10 classes, w = 0
+    assert (tmp_path / "run" / "samples" / "step-00000002.png").stat().st_size > 1000
+
+
 def test_training_drops_labels_at_the_configured_rate(monkeypatch):
     seen = []
 

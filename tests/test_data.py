@@ -20,8 +20,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from diffusion_lib.data import DATASETS, DataError, Dataset, epoch_indices, load_dataset
-from diffusion_lib.data import toys
+from diffusion_lib.data import DATASETS, DataError, Dataset, epoch_indices, load_dataset, toys
 
 TOYS = ["swissroll", "moons", "8gaussians", "checkerboard"]
 

@@ -8,8 +8,17 @@ import pytest
 import torch
 from torch import nn
 
-from diffusion_lib.models import (PRESETS, MLPConfig, MLPDenoiser, UNet, UNetConfig, build_model,
-                                  build_model_from_dict, model_config_dict, timestep_embedding)
+from diffusion_lib.models import (
+    PRESETS,
+    MLPConfig,
+    MLPDenoiser,
+    UNet,
+    UNetConfig,
+    build_model,
+    build_model_from_dict,
+    model_config_dict,
+    timestep_embedding,
+)
 
 # Exact parameter counts: a change to any layer shows up here.
 PARAM_COUNTS = {

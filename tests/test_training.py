@@ -8,11 +8,23 @@ import numpy as np
 import pytest
 import torch
 
-from diffusion_lib.training import (EMA, CheckpointError, ConfigError, TrainConfig,
-                                    TrainingError, ema_decay_at, latest_checkpoint,
-                                    list_checkpoints, load_checkpoint, load_run, lr_at,
-                                    resolve_config, save_checkpoint, train)
-from diffusion_lib.training import engine
+from diffusion_lib.training import (
+    EMA,
+    CheckpointError,
+    ConfigError,
+    TrainConfig,
+    TrainingError,
+    ema_decay_at,
+    engine,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    load_run,
+    lr_at,
+    resolve_config,
+    save_checkpoint,
+    train,
+)
 
 SMALL_MLP = {"hidden": 32, "depth": 2, "time_embed_dim": 16}
 

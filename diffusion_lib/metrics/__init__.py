@@ -3,8 +3,8 @@
 * :mod:`.distances` -- two-sample distances: ``energy_distance`` (Szekely & Rizzo
   2013), ``mmd_rbf`` (Gretton et al. 2012), ``frechet_distance`` (Heusel et al. 2017).
 * :mod:`.toys` -- ``toy_report`` for 2-D toys (chapters 6 and 8): nearest-neighbour and
-  energy distances to fresh data next to their floors, and for ``8gaussians`` a KL divergence computed with
-  the exact data density and the mode coverage.
+  energy distances to fresh data next to their floors, and for ``8gaussians`` a KL
+  divergence computed with the exact data density and the mode coverage.
 * :mod:`.features` -- a small CNN classifier trained on a labelled image dataset, whose
   penultimate layer gives the features of the Frechet distance; the optional
   Inception FID through torchmetrics.
@@ -19,17 +19,30 @@ number can be read without a table of published results.
 """
 
 from .conditional import class_report, coverage, labelled_reference, nearest_class
-from .distances import (energy_distance, frechet_distance, gaussian_frechet_distance, mmd_rbf,
-                        nearest_neighbour_distance)
-from .features import (CLASSIFIER_FILENAME, ClassifierConfig, FeatureClassifier,
-                       classifier_accuracy, extract_features, inception_fid,
-                       load_feature_classifier, save_feature_classifier,
-                       train_feature_classifier)
+from .distances import (
+    energy_distance,
+    frechet_distance,
+    gaussian_frechet_distance,
+    mmd_rbf,
+    nearest_neighbour_distance,
+)
+from .features import (
+    CLASSIFIER_FILENAME,
+    ClassifierConfig,
+    FeatureClassifier,
+    classifier_accuracy,
+    extract_features,
+    inception_fid,
+    load_feature_classifier,
+    save_feature_classifier,
+    train_feature_classifier,
+)
 from .images import bits_per_dim, image_report
 from .toys import fitted_mixture_kl, mode_counts, mode_statistics, reference_points, toy_report
 
 __all__ = [
-    "energy_distance", "nearest_neighbour_distance", "mmd_rbf", "frechet_distance", "gaussian_frechet_distance",
+    "energy_distance", "nearest_neighbour_distance", "mmd_rbf", "frechet_distance",
+    "gaussian_frechet_distance",
     "toy_report", "reference_points", "fitted_mixture_kl", "mode_counts", "mode_statistics",
     "ClassifierConfig", "FeatureClassifier", "train_feature_classifier",
     "save_feature_classifier", "load_feature_classifier", "extract_features",

@@ -9,8 +9,16 @@ calls the same :func:`train`. A run folder holds ``config.json``, ``metrics.json
 ``checkpoints/`` (resumed from on a re-run) and ``samples/`` (PNG previews).
 """
 
-from .checkpoint import (Checkpoint, CheckpointError, LoadedRun, latest_checkpoint,
-                         list_checkpoints, load_checkpoint, load_run, save_checkpoint)
+from .checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    LoadedRun,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    load_run,
+    save_checkpoint,
+)
 from .config import DATASET_DEFAULTS, ConfigError, TrainConfig, resolve_config
 from .distributed import DistInfo, resolve_device
 from .ema import EMA, ema_decay_at

@@ -10,7 +10,8 @@
 The loss is :func:`diffusion_lib.losses.l_simple` (Eq. 14); the rest is engineering: AdamW
 with linear warm-up, gradient clipping, an EMA of the weights (:mod:`.ema`), checkpoints
 (:mod:`.checkpoint`) from which a re-run resumes bit for bit, bf16 autocast on CUDA and
-on CPUs with native bfloat16 (:mod:`.precision`), channels-last on CUDA, torch.compile, and DistributedDataParallel (:mod:`.distributed`).
+on CPUs with native bfloat16 (:mod:`.precision`), channels-last on CUDA, torch.compile,
+and DistributedDataParallel (:mod:`.distributed`).
 Chapter 6 trains on 2-D points with it, chapter 7 on images.
 
 Every random draw of step k -- the batch, t, eps, and dropout -- is a pure function of
@@ -50,9 +51,17 @@ from ..losses import l_simple
 from ..models import build_model, model_config_dict
 from ..schedules import NoiseSchedule
 from . import distributed
-from .checkpoint import (CHECKPOINT_DIR, CheckpointError, atomic_write_text, latest_checkpoint,
-                         load_checkpoint, load_state, remove_temporaries, save_checkpoint)
-from .conditional import drop_labels
+from .checkpoint import (
+    CHECKPOINT_DIR,
+    CheckpointError,
+    atomic_write_text,
+    latest_checkpoint,
+    load_checkpoint,
+    load_state,
+    remove_temporaries,
+    save_checkpoint,
+)
+from .conditional import drop_labels, generate_per_class, save_class_png
 from .config import RESUMABLE_FIELDS, ConfigError, TrainConfig, resolve_config
 from .ema import EMA
 from .precision import autocast, check_precision
@@ -413,17 +422,30 @@ def _train(config: TrainConfig, info: distributed.DistInfo) -> TrainResult:
 
 def _preview(ema_model, schedule, dataset, cfg: TrainConfig, data, run_dir: Path,
              step: int) -> Path:
-    """A PNG of the EMA network's samples: a grid of images or a scatter of points."""
+    """A PNG of the EMA network's samples: a grid of images or a scatter of points; for a
+    conditional run, ``num_preview`` samples shared out over the classes (no guidance), one
+    row (images) or one colour (points) per class."""
     sampler = cfg.preview_sampler or "ddpm"
-    x = generate(ema_model, schedule, dataset.sample_shape, cfg.num_preview, kind=dataset.kind,
-                 sampler=sampler, steps=cfg.preview_steps, seed=cfg.seed,
-                 prediction_type=cfg.prediction_type)
+    how = (f"DDIM {cfg.preview_steps} steps" if sampler == "ddim"
+           else f"DDPM {cfg.num_timesteps} steps")
+    title = f"{dataset.name}, step {step}, EMA, {how}"
     reference = None
     if dataset.kind == "points":
         reference = dataset.to_output(dataset.all_data()[:cfg.num_preview])
-    how = (f"DDIM {cfg.preview_steps} steps" if sampler == "ddim"
-           else f"DDPM {cfg.num_timesteps} steps")
     path = run_dir / "samples" / f"step-{step:08d}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
+    K = data.get("num_classes") or 0
+    if K:
+        per_class = max(1, cfg.num_preview // K)
+        x, y = generate_per_class(ema_model, schedule, dataset.sample_shape, per_class,
+                                  range(K), kind=dataset.kind, sampler=sampler,
+                                  steps=cfg.preview_steps, seed=cfg.seed,
+                                  prediction_type=cfg.prediction_type)
+        return save_class_png(to_data_space(x, data), y.numpy(), path, kind=dataset.kind,
+                              class_names=data["class_names"], title=title,
+                              reference=reference)
+    x = generate(ema_model, schedule, dataset.sample_shape, cfg.num_preview, kind=dataset.kind,
+                 sampler=sampler, steps=cfg.preview_steps, seed=cfg.seed,
+                 prediction_type=cfg.prediction_type)
     return save_png(to_data_space(x, data), path, kind=dataset.kind, reference=reference,
-                    title=f"{dataset.name}, step {step}, EMA, {how}")
+                    title=title)
