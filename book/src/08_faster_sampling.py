@@ -109,8 +109,10 @@ print(f"{mixture.num_components} components, std {bump_std:.3f} each; T = {T}")
 # %%
 display(show_source(dl.ddim_step, collapsed=True))
 indices = dl.ddim_timesteps(T, 10)
-print("ddim_timesteps(1000, 10), 0-indexed:", indices)
-print("the paper's tau:                    ", [i + 1 for i in indices])
+print("ddim_timesteps(1000, 10), 0-indexed:")
+print("   ", indices)
+print("the paper's tau:")
+print("   ", [i + 1 for i in indices])
 
 # %% [markdown]
 # **Check 1.** With the *true* noise in place of $\hat\epsilon$ and $\eta = 0$, a DDIM
@@ -277,9 +279,10 @@ def spread(points):
 
 
 print("KL(eta = 1) / KL(eta = 0) at")
-print("    " + ", ".join(
-    f"{S} steps: {results[1.0, S]['kl'] / results[0.0, S]['kl']:.2f}"
-    for S in (10, 20, 50, 100, 200)))
+for group in ((10, 20, 50), (100, 200)):
+    print("    " + ", ".join(
+        f"{S} steps: {results[1.0, S]['kl'] / results[0.0, S]['kl']:.2f}"
+        for S in group))
 print(f"std of the bumps, data {bump_std:.3f}; samples:")
 for S in (50, 200, T):
     print(f"    {S:4d} steps: eta = 0 {spread(results[0.0, S]['points']):.3f},"
