@@ -116,21 +116,20 @@ EQUATIONS = [
      "diffusion_lib.losses.prior_bpd",
      "tests/test_losses.py::test_prior_term_is_negligible_for_the_default_"
      "schedule"),
-    (6, r"L_{t-1} = \mathbb{E}_{q(x_t \mid x_0)} D_\mathrm{KL}(q(x_{t-1}"
-        r" \mid x_t, x_0) \,\Vert\, p_\theta(x_{t-1} \mid x_t))",
-     "Eq. 5",
+    (6, r"L_{t-1} = \mathbb{E}_{x_t} D_\mathrm{KL}(q(x_{t-1} \mid x_t, x_0)"
+        r" \Vert p_\theta(x_{t-1} \mid x_t))",
+     "Eq. 5; x_t drawn given x_0",
      "diffusion_lib.losses.variational_bound",
      "tests/test_losses.py::test_kl_terms_match_their_closed_form_for_gaussian"
      "_data"),
-    (6, r"L_0 = \mathbb{E}_{q(x_1 \mid x_0)}[-\log p_\theta(x_0 \mid x_1)],"
+    (6, r"L_0 = \mathbb{E}_{x_1}[-\log p_\theta(x_0 \mid x_1)],"
         r" \text{ discretized}",
-     "Eq. 13",
+     "Eq. 13; x_1 drawn given x_0",
      "diffusion_lib.gaussians.discretized_gaussian_log_likelihood",
      "tests/test_losses.py::test_discretized_likelihood_against_scipy_and_sums"
      "_to_one"),
-    (6, r"L_T + \textstyle\sum_{t=2}^T L_{t-1} + L_0 \ge -\log p_\theta(x_0)"
-        r" \text{ for each } x_0",
-     "Eq. 5",
+    (6, r"L_T + \textstyle\sum_{t=2}^T L_{t-1} + L_0 \ge -\log p_\theta(x_0)",
+     "Eq. 5, for each data point x_0",
      "diffusion_lib.losses.variational_bound",
      "tests/test_losses.py::test_bound_is_above_the_true_entropy_for_gaussian_"
      "data"),
