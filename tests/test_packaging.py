@@ -79,7 +79,7 @@ def test_public_api_in_readme_is_exported():
     table = readme[readme.index("| module |"):readme.index("Every function that draws")]
     names = set(re.findall(r"`([a-z_][a-z0-9_]+|[A-Z][A-Za-z]+)`", table))
     modules = {"schedules", "forward", "gaussians", "reverse", "losses", "samplers", "oracle",
-               "data", "models", "training", "metrics"}
+               "guidance", "data", "models", "training", "metrics", "notebook"}
     attrs = {"betas", "alphas", "alpha_bars", "sqrt_alpha_bars", "snr", "fixed_small",
              "fixed_large", "digits", "ddpm-cifar10", "ddpm-mnist", "tiny", "mlp"}
     for name in sorted(names - modules - attrs):

@@ -23,6 +23,7 @@
 # %%
 import json
 import pathlib
+import textwrap
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -32,8 +33,8 @@ import diffusion_lib as dl
 from diffusion_lib.notebook import check_device, check_parameter
 
 # %% tags=["parameters"]
-seed = 0               # not used here: every chapter has the same first parameters
-device = "cpu"         # not used here: the numbers come from bench/results/
+seed = 0        # not used here: every chapter has the same first parameters
+device = "cpu"  # not used here: the numbers come from bench/results/
 
 # %% tags=["hide-input"]
 check_parameter("seed", seed, int, lambda v: v >= 0, "a non-negative int")
@@ -52,7 +53,7 @@ print(f"parameters ok: {seed=}, {device=}")
 here = [pathlib.Path("../bench/results"), pathlib.Path("bench/results")]
 results_dir = next((p for p in here if p.is_dir()), None)
 files = sorted(results_dir.glob("*.json")) if results_dir else []
-latest = {}                               # (machine, benchmark) -> (date, file, data)
+latest = {}            # (machine, benchmark) -> (date, file, data)
 for path in files:
     data = json.loads(path.read_text())
     env = data.get("environment", {})
@@ -63,21 +64,22 @@ for path in files:
             latest[key] = (date, path.name, data)
 machines = sorted({m for m, _ in latest})
 print(f"{len(files)} results file(s), {len(machines)} machine(s): "
-      f"{', '.join(machines) or '-'}; this page: diffusion_lib {dl.__version__}")
+      f"{', '.join(machines) or '-'}")
+print(f"this page: diffusion_lib {dl.__version__}")
 if not machines:
     print("no bench/results/*.json here (on Colab, clone the "
           "repository to see them)")
 
 
 def section_of(machine, name):
-    """(date, file, the benchmark's entry) of the latest file with it, or None."""
+    """(date, file, the benchmark's entry) of the latest file with it."""
     found = latest.get((machine, name))
     return found and (found[0], found[1], found[2][name])
 
 
 # %% tags=["hide-input"]
 def markdown_table(rows, columns, headers=None):
-    """A list of dicts as a Markdown table; numbers rounded to 3 significant digits."""
+    """A list of dicts as a Markdown table; numbers to 3 significant digits."""
     def cell(value):
         if value is None:
             return "-"
@@ -86,13 +88,16 @@ def markdown_table(rows, columns, headers=None):
         if isinstance(value, int) and not isinstance(value, bool):
             return f"{value:,}"
         return str(value)
-    lines = ["| " + " | ".join(headers or columns) + " |", "|---" * len(columns) + "|"]
-    lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
+    def line(cells):
+        return "| " + " | ".join(cells) + " |"
+    lines = [line(headers or columns), "|---" * len(columns) + "|"]
+    lines += [line(cell(row.get(c)) for c in columns) for row in rows]
     return "\n".join(lines)
 
 
-env_keys = ["date", "gpu", "threads", "torch", "diffusion_lib", "diffusers", "python"]
-if machines:                                    # one column per machine, newest file
+env_keys = ["date", "gpu", "threads", "torch", "diffusion_lib", "diffusers",
+            "python"]
+if machines:                           # one column per machine, newest file
     newest = {m: latest[(m, "environment")] for m in machines}
     columns = [{"": key, **{m: newest[m][2]["environment"].get(key)
                             for m in machines}} for key in env_keys]
@@ -123,7 +128,7 @@ if machines:                                    # one column per machine, newest
 
 # %% tags=["hide-input"]
 def both_clocks(rows, batch):
-    """Images/s by process time and by wall time, and each ratio to diffusers."""
+    """Images/s by process and by wall time, and each ratio to diffusers."""
     out = []
     for row in rows:
         proc = batch / row["process_s_per_step"]
@@ -146,8 +151,8 @@ for machine in machines:
         continue
     date, name, section = found
     keep = ("preset", "channels", "batch", "precision", "threads")
-    display(Markdown(f"**{machine}** ({date[:10]}): "
-                     + ", ".join(f"{k} {section[k]}" for k in keep if k in section)))
+    shown = ", ".join(f"{k} {section[k]}" for k in keep if k in section)
+    display(Markdown(f"**{machine}** ({date[:10]}): {shown}"))
     rows = both_clocks(section["rows"], section["batch"])
     train_rows[machine] = rows
     columns = ["model", "params", "img/s process", "img/s wall",
@@ -155,15 +160,16 @@ for machine in machines:
     display(Markdown(markdown_table(rows, columns)))
     for r in rows:
         if "ratio process" in r:
-            print(f"{machine}: {r['model']} runs at {r['ratio process']:.2f}x diffusers' "
-                  f"images/s by process time and {r['ratio wall']:.2f}x by wall time")
+            print(f"{machine}: {r['model']} / diffusers images/s:\n"
+                  f"  {r['ratio process']:.2f}x by process time, "
+                  f"{r['ratio wall']:.2f}x by wall time")
 
 # %% tags=["hide-input"] mystnb={"image": {"alt": "Bar chart of training images per second by process time and by wall time, diffusion_lib and diffusers side by side, one panel per machine, bars from zero"}}
 if train_rows:
-    # one panel per machine, each from zero: machines differ by orders of magnitude,
-    # and a bar on a log axis (or one not starting at zero) misstates the ratio
-    fig, axes = plt.subplots(1, len(train_rows), figsize=(3.6 * len(train_rows) + 1, 3.4),
-                             squeeze=False)
+    # one panel per machine, each from zero: machines differ by orders of
+    # magnitude, and a bar on a log axis (or not from zero) misstates the ratio
+    n = len(train_rows)
+    fig, axes = plt.subplots(1, n, figsize=(3.6 * n + 1, 3.4), squeeze=False)
     fills = {"img/s process": ("0.35", None), "img/s wall": ("white", "//")}
     for ax, (machine, rows) in zip(axes[0], train_rows.items()):
         for i, row in enumerate(rows):
@@ -171,8 +177,9 @@ if train_rows:
                 x, value = i + (j - 0.5) * 0.38, row[clock]
                 ax.bar(x, value, 0.36, color=fill, edgecolor="k", hatch=hatch,
                        label=clock.split()[-1] + " time" if i == 0 else None)
-                ax.annotate(f"{value:.3g}", (x, value), ha="center", va="bottom",
-                            xytext=(0, 2), textcoords="offset points", fontsize=8)
+                ax.annotate(f"{value:.3g}", (x, value), ha="center",
+                            va="bottom", xytext=(0, 2),
+                            textcoords="offset points", fontsize=8)
         top = max(max(r[c] for c in fills) for r in rows)
         ax.set_xticks(range(len(rows)), [r["model"] for r in rows])
         ax.set(title=machine, ylim=(0, top * 1.2))
@@ -185,8 +192,10 @@ if train_rows:
 # %% [markdown]
 # ## Sampling throughput
 #
-# Images per second of DDPM (1000 steps) and DDIM (10 to 100 steps) at two batch
-# sizes, our samplers driving our U-Net against diffusers' pipelines driving theirs.
+# Images per second of DDPM (1000 steps) and DDIM (a few to 100 steps) at the
+# batch sizes listed, our samplers driving our U-Net against diffusers' pipelines
+# driving theirs. Both clocks again: the ratio by the clock the script ranks by,
+# and by the other.
 
 # %% tags=["hide-input"]
 sample_rows = {}
@@ -207,7 +216,7 @@ for machine in machines:
                f"ratio ({clock})", f"ratio ({other})"]
     display(Markdown(markdown_table(section["rows"], columns, headers)))
 if not sample_rows:
-    print("no sampling benchmark in the latest results yet (bench/sample_throughput.py)")
+    print("no sampling benchmark yet (bench/sample_throughput.py)")
 
 # %% tags=["hide-input"] mystnb={"image": {"alt": "Sampling images per second against the sampler (DDIM steps, DDPM), log scale, one line per machine, implementation and batch size"}}
 if sample_rows:
@@ -222,8 +231,9 @@ if sample_rows:
                 if not any(key in row for row in chosen):
                     continue
                 style, marker = next(styles)
-                ax.plot(labels, [row.get(key, np.nan) for row in chosen], linestyle=style,
-                        marker=marker, color="k", fillstyle="none",
+                values = [row.get(key, np.nan) for row in chosen]
+                ax.plot(labels, values, linestyle=style, marker=marker,
+                        color="k", fillstyle="none",
                         label=f"{machine}, {tag}, batch {batch}")
     ax.set(yscale="log", xlabel="sampler", ylabel="images / s",
            title="sampling throughput (higher is better)")
@@ -250,20 +260,24 @@ for machine in machines:
         continue
     date, name, section = found
     native = "native bf16" if section["bf16_native"] else "no native bf16"
-    display(Markdown(f"**{machine}** ({date[:10]}): {section['cpu']}, {native}, "
-                     f"{section['threads']} thread(s)"))
-    rows = [{"preset": r["preset"], "params": r["params"], "batch": r["batch"],
-             "fp32 img/s": r["fp32_img_s_process"], "bf16 img/s": r["bf16_img_s_process"],
+    display(Markdown(f"**{machine}** ({date[:10]}): {section['cpu']}, "
+                     f"{native}, {section['threads']} thread(s)"))
+    rows = [{"preset": r["preset"], "params": r["params"],
+             "batch": r["batch"], "fp32 img/s": r["fp32_img_s_process"],
+             "bf16 img/s": r["bf16_img_s_process"],
              "bf16 / fp32": r["bf16_speedup"]} for r in section["rows"]]
     precision_rows[machine] = (section, rows)
     display(Markdown(markdown_table(rows, list(rows[0]))))
 if not precision_rows:
     print("no CPU precision benchmark yet (bench/cpu_precision.py)")
 for machine, (section, rows) in precision_rows.items():
-    low, high = min(r["bf16 / fp32"] for r in rows), max(r["bf16 / fp32"] for r in rows)
-    verdict = ("faster" if low > 1 else "slower" if high < 1 else "mixed")
+    speedups = [r["bf16 / fp32"] for r in rows]
+    low, high = min(speedups), max(speedups)
+    verdict = "faster" if low > 1 else "slower" if high < 1 else "mixed"
     print(f"{machine}: bf16 is {verdict} than fp32 here "
-          f"({low:.2f}x to {high:.2f}x); {section['bf16_why']}")
+          f"({low:.2f}x to {high:.2f}x):")
+    print(textwrap.fill(section["bf16_why"], 78, initial_indent="  ",
+                        subsequent_indent="  "))
 
 # %% [markdown]
 # ## Reading the numbers
