@@ -1,12 +1,12 @@
 """CPU training throughput in fp32 and in bf16 autocast, for the image presets.
 
-The training step is the engine's: ``l_simple`` under the autocast context that
-``diffusion_lib.training.precision`` gives ``--precision bf16`` (fp32 master weights,
-AdamW, gradient clipping). fp32 is the peer: both precisions of the same network, from
-the same weights and batch, alternate in one process, one optimizer step per timed
-window, median over windows. The JSON records whether the CPU computes bfloat16 natively
-(AVX512-BF16 / AMX / Arm BF16): where it does not, oneDNN emulates it, the bf16 column
-shows the cost of that, and ``train --precision bf16`` refuses to run.
+The training step is ``train_throughput.make_step``: ``l_simple`` under the engine's
+autocast context for ``--precision bf16`` (``diffusion_lib.training.precision``; fp32
+master weights), AdamW and gradient clipping. fp32 is the peer: both precisions of the
+same network, from the same weights and batch, alternate in one process, one optimizer
+step per timed window, median over windows. The JSON records whether the CPU computes
+bfloat16 natively (AVX512-BF16 / AMX / Arm BF16): where it does not, oneDNN emulates it,
+the bf16 column shows the cost of that, and ``train --precision bf16`` refuses to run.
 
     OMP_NUM_THREADS=1 python bench/cpu_precision.py            # digits, ddpm-mnist, cifar @32
     python bench/cpu_precision.py --threads 2 --batch 64 --presets digits
@@ -17,13 +17,15 @@ from __future__ import annotations
 import argparse
 import copy
 import platform
+from pathlib import Path
 
 import torch
 from common import alternate, count_params, median, save, table
+from train_throughput import make_step
 
-from diffusion_lib import NoiseSchedule, l_simple
+from diffusion_lib import NoiseSchedule
 from diffusion_lib.models import build_model
-from diffusion_lib.training.precision import autocast, cpu_bf16_support
+from diffusion_lib.training.precision import cpu_bf16_support
 
 # preset -> (overrides, what it is): the digits run's default network, the paper's MNIST
 # U-Net, and the CIFAR-10 U-Net at width 32 as the other CPU benchmarks use it
@@ -32,21 +34,6 @@ PRESETS = {
     "ddpm-mnist": ({}, "full, 28x28"),
     "ddpm-cifar10": ({"channels": 32}, "width 32, 32x32x3"),
 }
-
-
-def make_step(model, schedule, x0, precision, device):
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-4, foreach=True)
-    gen = torch.Generator(device=device).manual_seed(0)
-    mixed = autocast(precision, device)
-
-    def step():
-        with mixed:
-            loss = l_simple(schedule, model, x0, generator=gen).mean()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    return step
 
 
 def cpu_model_name() -> str:
@@ -79,10 +66,9 @@ def main() -> None:
         overrides, what = PRESETS[name]
         torch.manual_seed(0)
         model = build_model(name, **overrides)
-        cfg = model.config
-        x0 = torch.randn(a.batch, cfg.in_channels, cfg.image_size, cfg.image_size,
-                         generator=torch.Generator().manual_seed(1)).clamp(-1, 1)
-        steps = {prec: make_step(copy.deepcopy(model), schedule, x0, prec, device)
+        # the same weights, and the same batch, t and eps (one seed) in both precisions
+        steps = {prec: make_step(copy.deepcopy(model), schedule, a.batch, prec, device,
+                                 channels_last=False)
                  for prec in ("fp32", "bf16")}
         for fn in steps.values():                                # warm-up
             fn()
@@ -100,7 +86,7 @@ def main() -> None:
     payload = {"cpu": cpu_model_name(), "bf16_native": native, "bf16_why": why,
                "threads": torch.get_num_threads(), "windows": windows,
                "clock": "process time (wall time beside it)", "rows": rows}
-    path = save("cpu_precision", payload, device, a.out_dir)
+    path = save("cpu_precision", payload, device, Path(a.out_dir) if a.out_dir else None)
     print(f"\nCPU: {payload['cpu']}; native bf16: {native} ({why})")
     print(table(rows, ["preset", "network", "params", "batch", "fp32_img_s_process",
                        "bf16_img_s_process", "bf16_speedup", "bf16_speedup_wall"]))

@@ -19,7 +19,6 @@ and their share (``--profile-steps 0`` to skip).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import time
 from pathlib import Path
 
@@ -40,6 +39,7 @@ from common import (
 
 from diffusion_lib import NoiseSchedule, l_simple
 from diffusion_lib.models import build_model
+from diffusion_lib.training.precision import autocast
 
 H200_BF16_PEAK = 790e12   # dense bf16 FLOP/s of one H200 (vendor figure)
 
@@ -51,11 +51,10 @@ def make_step(model, schedule, batch, precision, device, channels_last, lr=2e-4)
     x0 = torch.randn(batch, *sample_shape(model), device=device, generator=gen).clamp(-1, 1)
     if channels_last:
         x0 = x0.contiguous(memory_format=torch.channels_last)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if precision == "bf16"
-                else contextlib.nullcontext())
+    mixed = autocast(precision, device)      # the engine's: bf16 on CUDA or a bf16 CPU
 
     def step():
-        with autocast:
+        with mixed:
             loss = l_simple(schedule, model, x0, generator=gen).mean()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)
