@@ -848,9 +848,8 @@ assert eps_ok and v_ok
 # **Algorithm 2 (sampling).**
 # 1. $x_T \sim \mathcal{N}(0, \mathbf{I})$;
 # 2. for $t = T, \dots, 1$: $z \sim \mathcal{N}(0, \mathbf{I})$ if $t > 1$, else
-#    $z = 0$; $x_{t-1} = \frac{1}{\sqrt{\alpha_t}}\big(x_t -
-#    \frac{\beta_t}{\sqrt{1-\bar\alpha_t}}\, \epsilon_\theta(x_t, t)\big)
-#    + \sigma_t z$;
+#    $z = 0$;
+#    $x_{t-1} = \frac{1}{\sqrt{\alpha_t}}\big(x_t - \frac{\beta_t}{\sqrt{1-\bar\alpha_t}}\, \epsilon_\theta(x_t, t)\big) + \sigma_t z$;
 # 3. return $x_0$.
 #
 # In the library, one term of Algorithm 1's loss is `l_simple`, and one step of

@@ -114,8 +114,12 @@ print(f"parameters ok: {seed=}, {device=}, {dataset=}, {download=}, "
 # extrapolates from one to the other with a weight $w \ge 0$ (their Eq. 6):
 #
 # $$
-# \tilde\epsilon_w(x_t, y) = (1 + w)\, \epsilon_\theta(x_t, t, y) - w\, \epsilon_\theta(x_t, t, \varnothing)
-# = -\sqrt{1 - \bar\alpha_t}\; \nabla_{x_t} \big[\log p_t(x_t \mid y) + w \log p_t(y \mid x_t)\big].
+# \begin{aligned}
+# \tilde\epsilon_w(x_t, y) &= (1 + w)\, \epsilon_\theta(x_t, t, y)
+#   - w\, \epsilon_\theta(x_t, t, \varnothing) \\
+# &= -\sqrt{1 - \bar\alpha_t}\; \nabla_{x_t} \big[\log p_t(x_t \mid y)
+#   + w \log p_t(y \mid x_t)\big].
+# \end{aligned}
 # $$
 #
 # **What $w$ does.** The guided prediction is the score of
@@ -158,10 +162,14 @@ print(f"{data.num_examples} points, {data.num_classes} classes "
 # $\sqrt{1 - \bar\alpha_t}\, C_k^{-1}(x_t - \sqrt{\bar\alpha_t}\, \mu_k)$ with
 # $C_k = \bar\alpha_t \Sigma_k + (1 - \bar\alpha_t) \mathbf{I}$; with the "no class" label
 # $K$ it is the whole mixture's. `GuidedGaussianMixtureOracle` computes the guided
-# prediction directly from the closed form,
-# $\tilde\epsilon_w = \sqrt{1 - \bar\alpha_t} \sum_j \big[(1 + w)\,\delta_{jk} - w\, r_j(x_t)\big]\,
-# C_j^{-1}(x_t - \sqrt{\bar\alpha_t}\,\mu_j)$, with $r_j$ the posterior probability of
-# class $j$ given $x_t$:
+# prediction directly from the closed form
+#
+# $$
+# \tilde\epsilon_w = \sqrt{1 - \bar\alpha_t} \sum_j \big[(1 + w)\,\delta_{jk}
+#   - w\, r_j(x_t)\big]\, C_j^{-1}(x_t - \sqrt{\bar\alpha_t}\,\mu_j),
+# $$
+#
+# with $r_j$ the posterior probability of class $j$ given $x_t$:
 
 # %%
 mixture = classes.standardized(data.mean, data.std)        # training space

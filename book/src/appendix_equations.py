@@ -21,6 +21,7 @@
 import ast
 import importlib
 import pathlib
+import re
 
 from IPython.display import Markdown, display
 
@@ -217,9 +218,9 @@ EQUATIONS = [
      "diffusion_lib.oracle.GaussianMixtureOracle",
      "tests/test_oracle.py::test_oracle_eps_matches_importance_sampling"),
     (9, r"\epsilon^*(x_t, k) = \sqrt{1 - \bar\alpha_t}\, C_k^{-1}"
-        r"(x_t - \sqrt{\bar\alpha_t}\, \mu_k),\ "
-        r"C_k = \bar\alpha_t \Sigma_k + (1 - \bar\alpha_t) \mathbf{I}",
-     "labelled Gaussian mixture",
+        r"(x_t - \sqrt{\bar\alpha_t}\, \mu_k)",
+     r"labelled Gaussian mixture; "
+     r"$C_k = \bar\alpha_t \Sigma_k + (1 - \bar\alpha_t) \mathbf{I}$",
      "diffusion_lib.oracle.ConditionalGaussianMixtureOracle",
      "tests/test_guidance.py::"
      "test_conditional_oracle_is_each_components_own_denoiser"),
@@ -298,6 +299,7 @@ def breakable(identifier):
     """Code text that may wrap after its dots and underscores (<wbr>): long
     names would otherwise make the table wider than the page."""
     wrapped = identifier.replace("_", "_<wbr>").replace(".", ".<wbr>")
+    wrapped = re.sub(r"(?<=[a-z])(?=[A-Z])", "<wbr>", wrapped)   # CamelCase
     return "<code>" + wrapped + "</code>"
 
 
