@@ -187,6 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--run", required=True, metavar="RUN_DIR")
     e.add_argument("--num-samples", type=pos, help="default 2000 points / 1000 images")
     e.add_argument("--json", metavar="FILE", help="default RUN_DIR/eval.json")
+    e.add_argument("--check", action="store_true",
+                   help="a health check of the run instead: what in its loss, settings, data "
+                        "and samples looks wrong, the likely cause and the fix (chapter 10); "
+                        "writes RUN_DIR/check.json unless --json")
     _sampling_args(e, pos)
     return parser
 
@@ -369,6 +373,8 @@ def _cmd_sample(args) -> int:
 
 
 def _cmd_evaluate(args) -> int:
+    if args.check:
+        return _cmd_check(args)
     from .data import load_dataset
     from .training.checkpoint import atomic_write_text
 
@@ -420,6 +426,14 @@ def _cmd_evaluate(args) -> int:
     atomic_write_text(json_path, json.dumps(result, indent=2, default=_jsonable) + "\n")
     print(f"wrote {json_path}")
     return 0
+
+
+def _cmd_check(args) -> int:
+    """evaluate --check: the health check of diffusion_lib.diagnose, printed and saved as JSON."""
+    from .diagnose import run_check
+    json_path = Path(args.json).expanduser() if args.json else Path(args.run) / "check.json"
+    _check_writable(json_path, "JSON file")
+    return run_check(args, json_path)
 
 
 def _call(fn, *args, **kwargs):
