@@ -49,7 +49,7 @@ from .training import (
     train,
 )
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = [
     "NoiseSchedule", "linear_betas", "cosine_betas",

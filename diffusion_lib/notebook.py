@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 __all__ = ["check_parameter", "check_device", "seconds", "show_image", "show_source",
-           "animation_html", "interact"]
+           "animation_html", "interact", "find_model"]
 
 DEVICES = '"cpu", "cuda", "cuda:N" or "mps"'
 
@@ -153,6 +154,28 @@ def animation_html(fig, draw: Callable[[Any], Any], frames: Sequence, caption: s
     player = movie.to_jshtml(default_mode="once")
     plt.close(fig)
     return HTML(f"<figure>{player}<figcaption>{caption}</figcaption></figure>")
+
+
+# Where the book's released models are, seen from where a chapter runs: book/ (Jupyter,
+# the book build, Colab after its setup cell), the repository root (papermill book/X.ipynb).
+MODEL_FOLDERS = ("models", "book/models", "../book/models")
+
+
+def find_model(name: str, models_dir: str | Path = "") -> Path:
+    """The folder of the released model ``name`` (book/models/<name>, chapter 7).
+
+    ``models_dir`` (a chapter's parameter) is looked in first; then ``MODEL_FOLDERS``,
+    relative to the working directory. Raises FileNotFoundError naming the places
+    looked in and how to get the models: they ship with the book's repository.
+    """
+    where = ([Path(models_dir)] if str(models_dir) else []) + [Path(p) for p in MODEL_FOLDERS]
+    for folder in where:
+        if (folder / name / "MANIFEST.json").is_file():
+            return folder / name
+    looked = ", ".join(str((folder / name).resolve()) for folder in where)
+    raise FileNotFoundError(f"no released model {name!r} in {looked}; the models ship in "
+                            f"the book's repository (book/models/): run the chapter from a "
+                            f"clone, or set models_dir to its book/models folder")
 
 
 def interact(function: Callable[..., Any], **controls):

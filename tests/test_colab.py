@@ -1,10 +1,12 @@
-"""On Colab every chapter installs diffusion_lib from the book's repository (``repository.url``
-of _config.yml, which also makes the Colab buttons) at the library's release tag
-``v{diffusion_lib.__version__}``; book/src/build.py writes that cell into each notebook."""
+"""On Colab every chapter clones the book's repository (``repository.url`` of _config.yml,
+which also makes the Colab buttons) at the library's release tag ``v{diffusion_lib.__version__}``
+(the released models of book/models/ come with it), installs diffusion_lib from the clone
+and works in its book/ folder; book/src/build.py writes that cell into each notebook."""
 
 from __future__ import annotations
 
 import importlib.util
+import os
 import pathlib
 import subprocess
 import sys
@@ -13,7 +15,6 @@ import types
 import nbformat
 import pytest
 import yaml
-from packaging.requirements import Requirement
 
 import diffusion_lib
 
@@ -27,6 +28,7 @@ def colab_cell_calls(source: str, monkeypatch, on_colab: bool) -> list[tuple]:
     """Run a Colab set-up cell with subprocess.run recorded instead of run: its calls."""
     calls = []
     monkeypatch.setattr(subprocess, "run", lambda *args, **kwargs: calls.append((args, kwargs)))
+    monkeypatch.setattr(os, "chdir", lambda path: calls.append((("chdir", path), {})))
     if on_colab:
         monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
     else:
@@ -46,18 +48,22 @@ def test_chapter_installs_the_release_tag_from_the_configured_repository(path, m
     cell = nb.cells[1]
     assert cell.cell_type == "code" and cell.metadata.get("tags") == ["remove-cell"]
 
-    [(args, kwargs)] = colab_cell_calls(cell.source, monkeypatch, on_colab=True)
-    command = args[0]
+    monkeypatch.setattr(os.path, "isdir", lambda path: False)        # no clone there yet
+    clone, install, chdir = colab_cell_calls(cell.source, monkeypatch, on_colab=True)
+    git = clone[0][0]
+    assert git[:6] == ["git", "clone", "-q", "--depth", "1", "--branch"] and clone[1] == {
+        "check": True}
+    assert git[6:8] == [TAG, REPO_URL]
+    command = install[0][0]
     assert command[:5] == [sys.executable, "-m", "pip", "install", "-q"] and len(command) == 6
-    assert kwargs == {"check": True}
-    requirement = Requirement(command[5])
-    assert requirement.name == "diffusion_lib" and requirement.extras == {"book"}
-    assert requirement.url == f"git+{REPO_URL}@{TAG}"
+    assert install[1] == {"check": True}
+    assert command[5] == f"{git[8]}[book]"          # the clone, with the book's extras
+    assert chdir[0] == ("chdir", f"{git[8]}/book")
 
     assert colab_cell_calls(cell.source, monkeypatch, on_colab=False) == [], \
         "outside Colab the cell installs nothing"
     others = [i for i, c in enumerate(nb.cells) if i != 1 and c.cell_type == "code"
-              and ("subprocess" in c.source or "git+" in c.source)]
+              and ("subprocess" in c.source or "git+" in c.source or "chdir" in c.source)]
     assert not others, f"cells {others} may install packages: only cell 1 does"
 
 

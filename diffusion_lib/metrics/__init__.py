@@ -37,7 +37,7 @@ from .features import (
     save_feature_classifier,
     train_feature_classifier,
 )
-from .images import bits_per_dim, image_report
+from .images import bits_per_dim, image_report, pixel_histogram_bpd
 from .toys import fitted_mixture_kl, mode_counts, mode_statistics, reference_points, toy_report
 
 __all__ = [
@@ -47,6 +47,6 @@ __all__ = [
     "ClassifierConfig", "FeatureClassifier", "train_feature_classifier",
     "save_feature_classifier", "load_feature_classifier", "extract_features",
     "classifier_accuracy", "inception_fid", "CLASSIFIER_FILENAME",
-    "bits_per_dim", "image_report",
+    "bits_per_dim", "image_report", "pixel_histogram_bpd",
     "nearest_class", "coverage", "labelled_reference", "class_report",
 ]

@@ -148,17 +148,19 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 
 def save_checkpoint(run_dir: str | Path, step: int, *, config: dict[str, Any],
-                    model_config: dict[str, Any], data: dict[str, Any], model: nn.Module,
+                    model_config: dict[str, Any], data: dict[str, Any], model: nn.Module | None,
                     ema_model: nn.Module, optimizer: torch.optim.Optimizer | None,
                     keep: int = 2) -> Path:
     """Write ``RUN/checkpoints/step-<step>.safetensors`` atomically; keep the latest ``keep``.
 
     ``model`` and ``ema_model`` are plain modules (unwrap DDP / torch.compile first).
+    ``model=None`` (and no optimizer) writes the EMA weights only: a released model
+    (:mod:`diffusion_lib.pretrained`) that samples but cannot resume training.
     Refuses (CheckpointError) weights with NaN or inf: a checkpoint is always resumable.
     """
     from safetensors.torch import save
 
-    tensors = {f"model/{k}": v for k, v in model.state_dict().items()}
+    tensors = {} if model is None else {f"model/{k}": v for k, v in model.state_dict().items()}
     tensors.update({f"ema/{k}": v for k, v in ema_model.state_dict().items()})
     finite = torch.stack([v.isfinite().all() for v in tensors.values() if v.is_floating_point()])
     if not bool(finite.all()):
@@ -285,6 +287,9 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu",
         model = build_model_from_dict(ckpt.model_config)
     except (ValueError, TypeError) as error:
         raise CheckpointError(f"{path}: cannot rebuild its network ({error})") from None
+    if not use_ema and not ckpt.model_state:
+        raise CheckpointError(f"{path}: holds the EMA weights only (a released model); sample "
+                              f"from them, without --no-ema")
     load_state(model, ckpt.ema_state if use_ema else ckpt.model_state,
                "EMA" if use_ema else "model", path)
     cfg = ckpt.config

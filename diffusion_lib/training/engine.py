@@ -269,6 +269,9 @@ def _train(config: TrainConfig, info: distributed.DistInfo) -> TrainResult:
     ckpt = None
     if run_dir is not None and (path := latest_checkpoint(run_dir)) is not None:
         ckpt = load_checkpoint(path)
+        if not ckpt.model_state or ckpt.optimizer_state is None:
+            raise CheckpointError(f"{path}: a released model (EMA weights only, no optimizer "
+                                  f"state); training cannot resume from it: use another --out")
         check_resumable(ckpt.config, cfg, run_dir)
         if ckpt.step > cfg.steps:
             raise ConfigError(f"{run_dir} is already at step {ckpt.step}, past steps={cfg.steps}; "
