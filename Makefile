@@ -24,10 +24,12 @@ NB_ENV := OMP_NUM_THREADS=1
 
 # 1. unit tests, the notebooks' structure and a papermill run of each chapter with
 #    book/params/ci.yml (tests/test_notebooks.py); 2. every chapter cell by cell with nbval,
-#    comparing the printed checks of cells tagged nbval-check-output.
+#    comparing the printed checks of cells tagged nbval-check-output. Both on two pytest-xdist
+#    workers of one thread each (a notebook stays on one worker: --dist loadfile).
+XDIST ?= -n 2 --dist loadfile
 test: $(STAMP)
-	$(PY) -m pytest
-	$(NB_ENV) $(PY) -m pytest --nbval-lax --nbval-current-env --nbval-cell-timeout=600 -p no:cacheprovider book/
+	$(NB_ENV) $(PY) -m pytest $(XDIST)
+	$(NB_ENV) $(PY) -m pytest $(XDIST) --nbval-lax --nbval-current-env --nbval-cell-timeout=600 -p no:cacheprovider book/
 
 book: $(STAMP)
 	$(NB_ENV) $(VENV)/bin/jupyter-book build . -W -n --keep-going

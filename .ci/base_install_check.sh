@@ -61,6 +61,15 @@ test -s run/eval.json || { echo "FAIL: no run/eval.json"; failures=$((failures +
 check 0 "train on the bundled digits (scikit-learn), image preview" -- \
   dl train --dataset digits --out digits --steps 2 --model tiny --no-progress
 test -s digits/samples/step-00000002.png || { echo "FAIL: no digits preview"; failures=$((failures + 1)); }
+# the shipped MNIST model (book/models/mnist, issue 13): the README's command, then a
+# short evaluate with its reference classifier (no MNIST files anywhere here)
+check 0 "sample sevens from the shipped MNIST model" -- \
+  dl sample --run "$root/book/models/mnist" --label 7 --guidance 2 --num-samples 64 \
+  --out sevens.png --no-progress
+test -s sevens.png || { echo "FAIL: no sevens.png"; failures=$((failures + 1)); }
+check 0 "evaluate the shipped MNIST model" -- \
+  dl evaluate --run "$root/book/models/mnist" --num-samples 50 --steps 10 --no-progress
+grep -q '"class_accuracy"' eval.json || { echo "FAIL: no class accuracy"; failures=$((failures + 1)); }
 # optional features and mistakes: one line, exit 2, nothing written
 check 2 "--download without torchvision names the extra" -- \
   dl train --dataset mnist --data-dir nodata --download --out m --no-progress

@@ -15,6 +15,8 @@
   guidance; the class shares of unconditional samples; the distance of samples to
   their nearest training digit against test digits'; bits/dim on test digits against
   the uniform and a per-pixel-histogram baseline), then the manifest;
+* ``sizes`` (not part of ``all``): seconds per training step of the candidate networks,
+  bench/results/mnist-pretrained-sizes.json (how the shipped width was chosen);
 * ``curve`` (not part of ``all``): the same scores, fewer samples, at checkpoints of the
   run copied aside as they were written (``--snapshots``; the run itself keeps only its
   last two): quality against compute, bench/results/mnist-pretrained-curve.json.
@@ -255,6 +257,7 @@ def stage_measure(a) -> None:
         "parameters": old.get("parameters") or _parameters(folder),
         "classifier": "../mnist-classifier",
         "default_guidance": DEFAULT_GUIDANCE,
+        "sampler": {"name": "ddim", "steps": 50},   # what sample/evaluate use by default
         "quality": quality,
         "quality_vs_compute": old.get("quality_vs_compute"),
     }
@@ -297,10 +300,56 @@ def stage_curve(a) -> None:
         out.write_text(json.dumps(done, indent=1) + "\n")
 
 
+# Networks considered for the CPU model: ddpm-mnist overrides. The shipped one is "c16".
+CANDIDATES = {
+    "c16": dict(channels=16, channel_mults=(1, 2, 4), num_res_blocks=1,
+                attention_resolutions=(7,), norm_groups=8),
+    "c16-flat": dict(channels=16, channel_mults=(1, 2, 2), num_res_blocks=1,
+                     attention_resolutions=(7,), norm_groups=8),
+    "c24": dict(channels=24, channel_mults=(1, 2, 2), num_res_blocks=1,
+                attention_resolutions=(7,), norm_groups=8),
+    "c32": dict(channels=32, channel_mults=(1, 2, 2), num_res_blocks=1,
+                attention_resolutions=(7,)),
+    "c32-r2": dict(channels=32, channel_mults=(1, 2, 2), num_res_blocks=2,
+                   attention_resolutions=(7,)),
+    "ddpm-mnist": {},
+}
+
+
+def stage_sizes(a) -> None:
+    """Seconds per training step (batch 64, one thread) of each candidate network."""
+    from diffusion_lib.models import build_model
+    torch.set_num_threads(1)
+    rows = []
+    for name, overrides in CANDIDATES.items():
+        net = build_model("ddpm-mnist", dropout=0.0, num_classes=10, **overrides)
+        optimizer = torch.optim.AdamW(net.parameters(), 1e-3)
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(64, 1, 28, 28, generator=g)
+        t = torch.randint(0, 1000, (64,), generator=g)
+        y = torch.randint(0, 11, (64,), generator=g)
+        times = []
+        for _ in range(4):
+            start = time.perf_counter()
+            loss = (net(x, t, y) - x).pow(2).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            times.append(time.perf_counter() - start)
+        step = min(times[1:])
+        rows.append({"name": name, "parameters": sum(p.numel() for p in net.parameters()),
+                     "seconds_per_step": round(step, 3),
+                     "steps_in_90_minutes": int(5400 / step)})
+        print(rows[-1], flush=True)
+    out = Path(a.curve_out).with_name("mnist-pretrained-sizes.json")
+    out.write_text(json.dumps({"machine": machine(), "batch_size": 64, "threads": 1,
+                               "candidates": rows}, indent=1) + "\n")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("stage", choices=("train", "classifier", "export", "measure", "curve",
-                                     "all"))
+                                     "sizes", "all"))
     p.add_argument("--run", default="runs/pretrained/mnist")
     p.add_argument("--data-dir", default="data/mnist")
     p.add_argument("--threads", type=int, default=2)

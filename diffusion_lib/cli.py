@@ -196,7 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _sampling_args(p, pos) -> None:
-    p.add_argument("--sampler", choices=("ddpm", "ddim"), default="ddpm")
+    p.add_argument("--sampler", choices=("ddpm", "ddim"),
+                   help="default: ddpm (Algorithm 2, T steps), or the sampler a released "
+                        "model's MANIFEST.json recommends (book/models/mnist: ddim, 50 steps)")
     p.add_argument("--steps", type=pos, help="DDIM steps (default 50)")
     p.add_argument("--eta", type=_float_range(0), default=None, help="DDIM eta (default 0)")
     p.add_argument("--seed", type=_int_at_least(0), default=0)
@@ -268,6 +270,11 @@ def _load_for_sampling(args):
     """(run, device): the run's network on the device, after checking the sampling flags."""
     from .training import load_run, resolve_device
 
+    if args.sampler is None:                 # the paper's sampler, or a release's advice
+        advice = _release_manifest(args.run).get("sampler") or {}
+        args.sampler = advice.get("name", "ddpm")
+        if args.sampler == "ddim" and args.steps is None:
+            args.steps = advice.get("steps")
     if args.sampler == "ddpm" and (args.steps is not None or args.eta is not None):
         raise UsageError("--steps and --eta are for --sampler ddim (DDPM runs all T steps)")
     device = resolve_device(args.device)
@@ -281,6 +288,14 @@ def _load_for_sampling(args):
         raise UsageError(f"{' and '.join(asked)}: {args.run} holds an unconditional run; "
                          f"train with --conditional to sample classes")
     return run
+
+
+def _release_manifest(run_dir) -> dict:
+    """The MANIFEST.json of a released model folder (diffusion_lib.pretrained), or {}."""
+    from .pretrained import MANIFEST_NAME, read_manifest
+    if not (Path(run_dir) / MANIFEST_NAME).is_file():
+        return {}
+    return read_manifest(run_dir)
 
 
 def _labels(run, texts: list[str]) -> list[int]:
@@ -376,9 +391,10 @@ def _cmd_evaluate(args) -> int:
     if args.check:
         return _cmd_check(args)
     from .data import load_dataset
-    from .training.checkpoint import atomic_write_text
 
     json_path = Path(args.json).expanduser() if args.json else Path(args.run) / "eval.json"
+    if not args.json and _release_manifest(args.run):      # a released folder stays as shipped
+        json_path = Path("eval.json")
     _check_writable(json_path, "JSON file")
     try:
         from . import metrics
@@ -388,6 +404,10 @@ def _cmd_evaluate(args) -> int:
     cfg = run.config
     kind = run.data["kind"]
     num = args.num_samples or (2000 if kind == "points" else 1000)
+    manifest = _release_manifest(args.run)
+    if manifest.get("classifier"):          # a released model: its reference classifier
+        report = _release_report(run, args, manifest, num)
+        return _write_report(args, run, num, report, json_path)
     samples = _draw(run, args, num)
 
     def load(split):
@@ -413,15 +433,36 @@ def _cmd_evaluate(args) -> int:
             report.update(metrics.class_report(x, y, train_set, seed=args.seed,
                                                classifier=classifier, dataset_test=test_set))
         report["guidance"] = args.guidance or 0.0
+    return _write_report(args, run, num, report, json_path)
+
+
+def _release_report(run, args, manifest: dict, num: int) -> dict:
+    """Scores of a released model with the reference classifier its manifest names: no
+    dataset needed. Unlabelled samples (Frechet distance, floor, class shares) and, for a
+    conditional model, num // K samples of each class at --guidance (class accuracy)."""
+    from .pretrained import load_reference
+    reference = load_reference(Path(args.run) / manifest["classifier"],
+                               device=run.schedule.betas.device)
+    report = {"reference": manifest["classifier"],
+              "unconditional": reference.score(_draw(run, args, num))}
+    if run.data.get("num_classes"):
+        K = run.data["num_classes"]
+        x, y = _draw_classes(run, args, max(1, num // K), list(range(K)))
+        report[f"guidance_{args.guidance or 0:g}"] = reference.score(x, y)
+    report["manifest_quality"] = manifest.get("quality")
+    return report
+
+
+def _write_report(args, run, num: int, report: dict, json_path: Path) -> int:
+    from .training.checkpoint import atomic_write_text
     result = {"run": str(Path(args.run).resolve()), "step": run.step, "num_samples": num,
               "seed": args.seed, "sampler": args.sampler, "sampler_steps": args.steps,
               "ema": not args.no_ema, **report}
     width = max(len(k) for k in result)
     for key, value in result.items():
-        shown = f"{value:.5g}" if isinstance(value, float) else value
-        if isinstance(value, list) and value and isinstance(value[0], float):
-            shown = " ".join(f"{v:.3g}" for v in value)
-        print(f"{key:<{width}}  {shown}")
+        if key == "manifest_quality":
+            continue
+        print(f"{key:<{width}}  {_shown(value)}")
     json_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(json_path, json.dumps(result, indent=2, default=_jsonable) + "\n")
     print(f"wrote {json_path}")
@@ -434,6 +475,18 @@ def _cmd_check(args) -> int:
     json_path = Path(args.json).expanduser() if args.json else Path(args.run) / "check.json"
     _check_writable(json_path, "JSON file")
     return run_check(args, json_path)
+
+
+def _shown(value) -> str:
+    """A number, a list of numbers or a dict of them, printed short."""
+    if isinstance(value, float):
+        return f"{value:.5g}"
+    if isinstance(value, list) and value and all(isinstance(v, float) for v in value):
+        return " ".join(f"{v:.3g}" for v in value)
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_shown(v)}" for k, v in value.items()
+                         if not isinstance(v, (dict, list)))
+    return str(value)
 
 
 def _call(fn, *args, **kwargs):
