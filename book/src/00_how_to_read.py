@@ -189,7 +189,8 @@ print(f"device {device!r} works:",
 #   variational bound derived and checked term by term, why the network predicts the
 #   noise, and a first model trained on points of the plane.
 # * **Chapter 7** trains a U-Net on images and measures it (bits per dimension, a
-#   Frechet distance).
+#   Frechet distance), then samples real 28x28 digits from an MNIST model trained
+#   for longer and shipped with the book (`book/models/`).
 # * **Chapter 8** samples in fewer steps (DDIM) and reads the network as a score.
 # * **Chapter 9** conditions the model on a class and steers it with guidance.
 # * **The appendices** map every equation to the code and test that implement it,

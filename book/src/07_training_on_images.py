@@ -489,7 +489,10 @@ plt.show()
 # exactly 8. {cite:t}`ho2020denoising` report $\le 3.70$ on CIFAR-10 (Table 2).
 # `variational_bound` estimates every term with one draw of $x_t$ per image (an
 # unbiased estimate of the bound), which costs $T$ network calls per batch of images, so
-# on a CPU we use a handful of test images and report the standard error.
+# on a CPU we use a handful of test images and report the standard error. The number
+# printed below belongs to the short demonstration run, not to DDPM: the paragraph after
+# it explains why it is high, and the model trained for longer at the end of this
+# chapter shows what the bound comes down to.
 
 # %%
 x_test = test_set.get_batch(0, bound_images, seed=seed)      # (n, C, H, W)
