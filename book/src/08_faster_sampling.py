@@ -357,7 +357,8 @@ digit_samples, digit_fd = {}, {}
 for S in digit_steps:
     with torch.no_grad():
         x = dl.ddim_sample_loop(mnist.schedule, mnist.model, num_steps=S,
-                                x_T=x_T, progress=False).cpu()
+                                x_T=x_T, clip_denoised=True,
+                                progress=False).cpu()
     digit_samples[S] = to_data_space(x, mnist.data)      # (n, 28, 28, 1)
     digit_fd[S] = reference.frechet(reference.features(x))
 digit_floor = reference.floor(model_samples)

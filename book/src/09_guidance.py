@@ -600,7 +600,8 @@ for w in digit_weights:
     guided = ClassifierFreeGuidance(mnist.model, digit_y.to(device), w)
     with torch.no_grad():
         x = dl.ddim_sample_loop(mnist.schedule, guided, x_T=x_T.to(device),
-                                num_steps=20, progress=False).cpu()
+                                num_steps=20, clip_denoised=True,
+                                progress=False).cpu()
     digit_x[w] = to_data_space(x, mnist.data)           # (n, 28, 28, 1) uint8
     fidelity[w] = reference.score(x, digit_y)["class_accuracy"]
     features = reference.features(x).float()                       # (n, F)
