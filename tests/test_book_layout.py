@@ -3,7 +3,7 @@
 * The rendered content column shows about 80 characters of code, so every line of a code
   cell, of a fenced code block in the text, and of a stored printed check is at most 80
   characters (the browser test, tests/browser, measures the rendered widths).
-* Chapters 1 to 9 end with 2 to 4 exercises each, at least 25 in all. Each exercise is
+* Chapters 1 to 10 end with 2 to 4 exercises each, at least 25 in all. Each exercise is
   a paragraph starting ``**Exercise N.k**``; its solution is hidden in the rendered book
   until the reader opens it: a dropdown admonition for text, code cells tagged
   ``hide-cell`` whose asserts run in CI like the rest of the chapter.
@@ -19,7 +19,7 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "book").glob("*.ipynb"))
-CHAPTERS = [p for p in NOTEBOOKS if re.match(r"0[1-9]_", p.name)]
+CHAPTERS = [p for p in NOTEBOOKS if re.match(r"(0[1-9]|10)_", p.name)]
 MAX_CODE = 80
 EXERCISE = re.compile(r"^\*\*Exercise (\d+)\.(\d+)\*\*", re.MULTILINE)
 SOLUTION = re.compile(r"^```\{admonition\} Solution[^\n]*\n:class: dropdown", re.MULTILINE)

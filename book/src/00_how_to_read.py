@@ -193,6 +193,8 @@ print(f"device {device!r} works:",
 #   for longer and shipped with the book (`book/models/`).
 # * **Chapter 8** samples in fewer steps (DDIM) and reads the network as a score.
 # * **Chapter 9** conditions the model on a class and steers it with guidance.
+# * **Chapter 10** is a clinic of failures (bad samples, loss, EMA, sampler steps,
+#   memorisation), each measured and fixed, and a health check for a run folder.
 # * **The appendices** map every equation to the code and test that implement it,
 #   and report the library's speed on real hardware.
 #

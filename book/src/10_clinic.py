@@ -1,0 +1,623 @@
+# %% [markdown]
+# # Why are my samples bad? A clinic
+#
+# The questions asked most often about diffusion models are practical ones: my samples
+# are noise, is my loss normal, when do I stop training, how many sampling steps are
+# enough, is the model copying my small dataset? This chapter answers them with
+# measurements. It has what a real project lacks: data whose exact denoiser is known
+# (the Gaussian mixtures of chapters 6 and 8), so every error can be split into its
+# parts, and metrics with floors, so every number can be read.
+#
+# The first part splits the gap between a trained model's samples and the data into
+# the network's error, the sampler's error and the bound's gap. The second part is a
+# clinic: each common failure is reproduced on 2-D data in seconds, with its
+# **symptom** (what you would see), its **diagnosis** (the measurement that tells it
+# apart) and its **fix** (the same run, fixed, measured again). The last part runs
+# the library's health check, `evaluate --check`, which reads a run folder and names
+# the failures of this chapter that apply.
+#
+# As in the earlier chapters, the math is 1-indexed ($t = 1, \dots, T$) and the library
+# 0-indexed: the paper's step $t$ is the library's `t - 1`.
+
+# %% COLAB_SETUP
+# %%
+import math
+import pathlib
+import tempfile
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from torch.distributions import Normal
+
+import diffusion_lib as dl
+from diffusion_lib import TrainConfig, load_dataset
+from diffusion_lib.diagnose import check_run, ema_early_weight
+from diffusion_lib.diagnose_samples import memorisation_ratio
+from diffusion_lib.metrics import fitted_mixture_kl, frechet_distance
+from diffusion_lib.notebook import check_device, check_parameter
+
+# %% tags=["parameters"]
+seed = 0               # every random draw in the chapter comes from this seed
+device = "cpu"         # where the networks train ("cuda": a GPU)
+num_samples = 1000     # samples behind each score
+train_steps = 1000     # optimizer steps of each training run
+batch_size = 256       # points per step
+
+# %% tags=["hide-input"]
+check_parameter("seed", seed, int, lambda v: v >= 0, "a non-negative int")
+check_device(device)
+check_parameter("num_samples", num_samples, int, lambda v: v >= 200,
+                "an int >= 200")
+check_parameter("train_steps", train_steps, int, lambda v: v >= 100,
+                "an int >= 100")
+check_parameter("batch_size", batch_size, int, lambda v: v >= 16,
+                "an int >= 16")
+N = min(num_samples, 5000)
+print(f"parameters ok: {seed=}, {device=}, {num_samples=}, {train_steps=}, "
+      f"{batch_size=}")
+
+# %% [markdown]
+# ## The patient and the reference
+#
+# The data is chapter 6's `8gaussians`: eight round bumps on a circle, whose density
+# is known exactly. `eight.mixture` is that density in the data's own space; a network
+# trains on the standardized points, whose law is `eight.training_mixture`, and
+# `GaussianMixtureOracle` is the exact noise predictor $\mathbb{E}[\epsilon \mid x_t]$
+# there. The score of a set of samples is the KL divergence of chapter 8,
+# $\mathrm{KL}(p_\text{data} \Vert q)$ with $q$ a mixture fitted to the samples; its
+# **floor** is what a fresh sample of real data scores.
+#
+# Every run of this chapter is a small MLP (two residual blocks of width 64) trained
+# by the library's `train`, with the defaults of 2-D data except the number of steps
+# and the batch; each run writes a run folder, so the health check can read it at
+# the end.
+
+# %%
+eight = load_dataset("8gaussians", split="test", seed=seed)
+mixture = eight.training_mixture            # the law the network sees
+schedule = dl.NoiseSchedule.linear()        # T = 1000
+T = schedule.num_timesteps
+oracle = dl.GaussianMixtureOracle(schedule, mixture)
+runs = pathlib.Path(tempfile.mkdtemp(prefix="clinic-"))
+SMALL = dict(hidden=64, depth=2, time_embed_dim=32)
+
+
+def fit(name, dataset="8gaussians", model=SMALL, **settings):
+    """A training run of the chapter, in the run folder runs/name."""
+    options = dict(steps=train_steps, batch_size=batch_size, seed=seed,
+                   log_every=max(1, train_steps // 30),
+                   checkpoint_every=train_steps, sample_every=0)
+    options.update(settings)
+    return dl.train(TrainConfig(dataset=dataset, out=str(runs / name),
+                                model_overrides=model, device=device,
+                                progress=False, **options))
+
+
+def kl(points):
+    """KL(p_data || q_samples) in nats, for points in the training space."""
+    x = torch.as_tensor(points, dtype=torch.float64)
+    return fitted_mixture_kl(eight.to_output(x), eight.mixture,
+                             num_points=10_000, seed=seed)[0]
+
+
+def draw(model, steps=None, **options):
+    """N samples in the training space: DDPM, or DDIM with `steps` steps."""
+    g = torch.Generator().manual_seed(seed)
+    if steps is None:
+        return dl.p_sample_loop(schedule, model, (N, 2), generator=g,
+                                progress=False, **options)
+    return dl.ddim_sample_loop(schedule, model, (N, 2), num_steps=steps,
+                               generator=g, progress=False, **options)
+
+
+def net(result, use_ema=True):
+    """The network of a run, on the CPU, for the oracle-side computations."""
+    return (result.ema_model if use_ema else result.model).cpu().eval()
+
+
+floor = kl(mixture.sample(N, generator=torch.Generator().manual_seed(seed)))
+print(f"KL floor (fresh data, {N} points): {floor:.3f} nats")
+
+# %% [markdown]
+# ## Part 1: where the error comes from
+#
+# A trained model's samples differ from the data for three separate reasons, and the
+# oracle lets us measure each one apart:
+#
+# * **the network**: $\epsilon_\theta(x_t, t)$ is not $\mathbb{E}[\epsilon \mid
+#   x_t]$. We measure $\mathbb{E}\,\lVert \epsilon_\theta(x_t, t) - \epsilon^*(x_t, t)
+#   \rVert^2$ at each $t$ directly, not the training loss, most of which is the
+#   irreducible $\mathbb{E}\,\lVert \epsilon - \epsilon^* \rVert^2$;
+# * **the sampler**: even the exact denoiser gives imperfect samples with few steps;
+#   we sample the oracle with DDIM and DDPM;
+# * **the bound**: the training objective is a bound on $-\log p_\theta(x_0)$; for the
+#   mixture, $-\log p(x_0)$ itself is known, so the gap of the bound can be measured
+#   for the oracle and for the network.
+#
+# Three networks: a short run (a fifth of the steps), the full run, and a network
+# twice as wide (width 128) trained as long as the full run.
+
+# %%
+short = fit("short", steps=max(20, train_steps // 5))
+full = fit("full")
+wide = fit("wide", model=dict(hidden=128, depth=2, time_embed_dim=32))
+networks = {"short": net(short), "full": net(full), "wide": net(wide)}
+
+g = torch.Generator().manual_seed(seed)
+t_grid = [1, 10, 50, 100, 200, 400, 600, 800, 1000]     # the paper's t
+x0_eval = mixture.sample(2000, generator=g).float()     # (2000, 2)
+noise = torch.randn(x0_eval.shape, generator=g)
+network_error = {name: [] for name in networks}
+with torch.no_grad():
+    for t in t_grid:
+        t_lib = torch.full((len(x0_eval),), t - 1)
+        x_t = dl.q_sample(schedule, x0_eval, t_lib, noise)
+        exact = oracle(x_t, t_lib)
+        for name, model in networks.items():
+            gap = (model(x_t, t_lib) - exact).pow(2).sum(1).mean()
+            network_error[name].append(gap.item())
+
+# %% tags=["hide-input"] mystnb={"image": {"alt": "Squared error of three trained networks against the exact noise prediction, per timestep, log scale: largest at small t, falling with training and width"}}
+fig, ax = plt.subplots(figsize=(6, 3.6))
+for (name, errors), style in zip(network_error.items(), ["--", "-", ":"]):
+    ax.plot(t_grid, errors, style, marker="o", color="k", fillstyle="none",
+            label=name)
+ax.set(xscale="log", yscale="log", xlabel="t (paper's, 1..T)",
+       ylabel=r"$E\,\Vert\epsilon_\theta - \epsilon^*\Vert^2$",
+       title="the network's error against the exact denoiser")
+ax.legend()
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# The network's error is largest at small $t$, where $\epsilon^*$ changes sharply
+# from one side of a bump to the other and the network must resolve the bumps'
+# shapes; at large $t$ the exact answer is nearly linear in $x_t$ and every network
+# gets it. Training longer and a wider network both lower the curve where it
+# matters. Now the samples: the oracle with several samplers, and each network with
+# DDPM.
+
+# %%
+scores = {"oracle, DDPM (1000 steps)": kl(draw(oracle)),
+          "oracle, DDIM 10 steps": kl(draw(oracle, 10))}
+with torch.no_grad():
+    for name, model in networks.items():
+        scores[f"{name} network, DDPM"] = kl(draw(model))
+
+# %% tags=["nbval-ignore-output"]
+for name, value in scores.items():
+    print(f"{name:<30} KL {value:6.3f}   ({value - floor:+.3f} over the floor)")
+
+# %% [markdown]
+# Read the table as a budget. With DDPM the oracle sits at the floor: the sampler
+# costs nothing at 1000 steps, and everything the networks lose with DDPM is the
+# network's. With 10 DDIM steps the oracle alone is far above the floor: there the
+# sampler's share can be as large as the network's. At the defaults
+# of a real run (DDIM with tens of steps on a network trained for a while), both
+# matter, and the oracle tells you how much of each.
+#
+# **Check.** The sampler's error vanishes at 1000 steps and not at 10; the network's
+# error is what separates the networks from the oracle with DDPM:
+
+# %% tags=["nbval-check-output"]
+oracle_ddpm = scores["oracle, DDPM (1000 steps)"]
+sampler_free = oracle_ddpm < floor + 0.05
+sampler_bites = scores["oracle, DDIM 10 steps"] > oracle_ddpm + 0.1
+network_costs = all(scores[f"{n} network, DDPM"] > oracle_ddpm
+                    for n in networks)
+print("oracle with DDPM within 0.05 nats of the floor:", sampler_free)
+print("oracle with 10 DDIM steps over 0.1 nats above DDPM:", sampler_bites)
+print("every network with DDPM above the oracle:", network_costs)
+assert sampler_free and sampler_bites and network_costs
+
+# %% [markdown]
+# ### The bound's gap
+#
+# Training minimises a bound $L(x_0) \ge -\log p_\theta(x_0)$ (chapter 6). For the
+# mixture, the data's own $-\log p(x_0)$ is exact, `mixture.log_prob`, so we can see
+# how loose the bound is for the best possible denoiser and for a network. The bound
+# in nats is the KL terms of `variational_bound` plus a Gaussian decoder
+# $-\log \mathcal{N}(x_0; \mu_\theta(x_1, 1), \sigma_1^2 \mathbf{I})$ for continuous
+# data, as in chapter 6 (`variational_bound`'s own decoder is for 8-bit images).
+
+# %%
+def bound_nats(model, x0, generator):
+    """One-draw estimate of L(x_0) in nats per point, (B,)."""
+    with torch.no_grad():
+        bound = dl.variational_bound(schedule, model, x0, generator=generator)
+        bits = bound.prior_bpd + bound.terms_bpd[:, 1:].sum(1)   # per dim
+        kls = bits * 2 * math.log(2)                              # nats, D = 2
+        first = torch.zeros(len(x0), dtype=torch.long)
+        x_1 = dl.q_sample(schedule, x0, first, generator=generator)
+        p = dl.p_mean_variance(schedule, model(x_1, first), x_1, first)
+        std = (0.5 * p.log_variance).exp()
+        decoder = -Normal(p.mean, std).log_prob(x0).sum(1)
+    return kls + decoder
+
+
+B = min(N, 200)
+x0_b = mixture.sample(B, generator=torch.Generator().manual_seed(seed))
+nll = -mixture.log_prob(x0_b)                               # exact, nats
+gap = {}
+for name, model in [("oracle", oracle), ("full network", networks["full"])]:
+    g = torch.Generator().manual_seed(seed)
+    gap[name] = bound_nats(model, x0_b.float(), g).double() - nll
+
+# %% tags=["nbval-ignore-output"]
+print(f"-log p(x_0), exact: {nll.mean():.3f} nats per point")
+for name, g_ in gap.items():
+    print(f"bound - (-log p), {name}: {g_.mean():.3f} "
+          f"+- {g_.std() / len(g_) ** 0.5:.3f}")
+
+# %% [markdown]
+# **Check.** The bound of the exact denoiser is above $-\log p(x_0)$ (within five
+# standard errors: each is a one-draw estimate), and the network's bound is above
+# the oracle's:
+
+# %% tags=["nbval-check-output"]
+se = {n: g_.std().item() / len(g_) ** 0.5 for n, g_ in gap.items()}
+above = gap["oracle"].mean().item() > -5 * se["oracle"]
+paired = gap["full network"] - gap["oracle"]
+worse = paired.mean().item() > -5 * paired.std().item() / len(paired) ** 0.5
+print("oracle's bound >= -log p(x_0):", above)
+print("network's bound >= oracle's bound:", worse)
+assert above and worse
+
+# %% [markdown]
+# Even with the exact denoiser the bound is loose: its reverse steps are Gaussians
+# with fixed variances, while the true reverse steps of mixture data are not
+# Gaussian at the noise levels where the bumps separate. That gap is a property of
+# the model family, not of training; a lower training loss cannot remove it.
+#
+# ## Part 2: the clinic
+#
+# ### Case 1: data that is not standardized
+#
+# **Symptom:** samples from a run on raw points (or images in 0..255) are nowhere
+# near the data, although the loss looked fine. **Diagnosis:** the forward process
+# is built for data of unit scale: $x_T = \sqrt{\bar\alpha_T}\, x_0 + \dots$ with
+# $\sqrt{\bar\alpha_T} = 0.0064$, so data at scale 200 still shows at $t = T$, where
+# sampling starts from $\mathcal{N}(0, \mathbf{I})$. The prior term $L_T =
+# \mathrm{KL}(q(x_T \mid x_0) \Vert \mathcal{N}(0, \mathbf{I}))$ (`prior_bpd`)
+# measures the mismatch; it should be about 0. **Fix:** standardize (the library
+# does, for every points dataset) or scale images to $[-1, 1]$.
+#
+# We measure the prior term for the standardized mixture and for the same mixture
+# 150 times wider, and sample the exact denoiser of the wide one from
+# $\mathcal{N}(0, \mathbf{I})$ (DDIM with 50 steps, to save time):
+
+# %%
+raw = mixture.standardized(torch.zeros(2), torch.full((2,), 1 / 150.0))
+raw_oracle = dl.GaussianMixtureOracle(schedule, raw)     # data 150x wider
+prior = {}
+for name, law in [("standardized", mixture), ("150x", raw)]:
+    x0 = law.sample(N, generator=torch.Generator().manual_seed(seed))
+    prior[name] = dl.prior_bpd(schedule, x0.float()).mean().item()
+raw_kl = kl(draw(raw_oracle, 50) / 150.0)            # scored back at unit scale
+unclipped = draw(oracle, 50)                         # the same, standardized
+
+# %% tags=["nbval-check-output"]
+print(f"L_T, standardized data: {prior['standardized']:.4f} bits/dim")
+print(f"L_T, data 150x wider:  {prior['150x']:.2f} bits/dim")
+print("KL of the exact denoiser's samples (DDIM 50 steps):")
+print(f"    {kl(unclipped):.2f} (standardized), {raw_kl:.2f} (150x)")
+assert prior["standardized"] < 1e-3 and prior["150x"] > 0.1
+assert raw_kl > kl(unclipped) + 0.1      # even the exact denoiser misses
+
+# %% [markdown]
+# The prior term shows the mismatch: the wide data has not become noise at $t = T$,
+# so sampling starts from the wrong law. Even the exact denoiser of the wide data
+# then misses with a deterministic sampler, which carries the wrong start to the
+# end (DDPM's fresh noise at every step gives it a chance to forget the start). A
+# network has it worse still: it must also learn a denoiser for inputs two orders of
+# magnitude larger than the noise, with optimizer settings tuned for unit scale.
+# That is why the library standardizes points before training, and the health check
+# flags far outliers after it.
+#
+# ### Case 2: an EMA too slow for the run
+#
+# **Symptom:** samples that look like a blob, or like the untrained network's, after
+# a run whose loss went down. **Diagnosis:** samples come from the EMA of the weights
+# (chapter 7), and with decay $d$ and no warm-up, the EMA after $n$ steps still puts
+# the weight $d^{n/2}$ on the first half of the run and the random initialisation
+# (`ema_early_weight`). With $d = 0.9999$ that is $0.9999^{500} = 95\%$ after 1000
+# steps. **Fix:** a decay whose window $1/(1 - d)$ is a fraction of the run, or the
+# warm-up $\min(d, (1 + k)/(10 + k))$ the library uses by default; meanwhile, the raw
+# weights of the same run (`use_ema=False`) show what the network has learned.
+
+# %%
+slow = fit("ema_slow", ema_decay=0.9999, ema_warmup=False)
+early = ema_early_weight(train_steps, 0.9999, warmup=False)
+with torch.no_grad():
+    slow_kl = {"EMA 0.9999, no warm-up": kl(draw(net(slow))),
+               "the same run's raw weights": kl(draw(net(slow, False)))}
+
+# %% tags=["nbval-ignore-output"]
+print(f"EMA weight on the first half of the run: {early:.0%}")
+for name, value in slow_kl.items():
+    print(f"KL, {name}: {value:.2f}")
+assert early > 0.5
+ema_kl, raw_weights_kl = slow_kl.values()
+assert ema_kl > 2 * raw_weights_kl
+
+# %% [markdown]
+# ### Case 3: a learning rate too high, and too low
+#
+# **Symptom:** the loss stops falling early, or jumps and climbs (too high); or falls
+# slowly and ends higher than usual (too low). **Diagnosis:** the loss curve against a
+# healthy run's, and the learning rate against the default of the data (5e-3 for 2-D
+# points, with a half-cosine decay to 0). **Fix:** the default.
+
+# %%
+lr_runs = {"lr 0.3 (60x)": fit("lr_high", lr=0.3),
+           "lr 5e-3 (default)": full,
+           "lr 5e-5 (1/100)": fit("lr_low", lr=5e-5)}
+lr_kl, lr_loss = {}, {}
+with torch.no_grad():
+    for name, result in lr_runs.items():
+        lr_kl[name] = kl(draw(net(result)))
+        lr_loss[name] = float(result.losses[-len(result.losses) // 10:].mean())
+
+# %% tags=["hide-input"] mystnb={"image": {"alt": "Training loss against step for three learning rates: the default falls lowest, the high one stalls, the low one falls slowly"}}
+fig, ax = plt.subplots(figsize=(6, 3.6))
+window = max(1, train_steps // 50)
+for (name, result), style in zip(lr_runs.items(), ["--", "-", ":"]):
+    smooth = np.convolve(result.losses, np.ones(window) / window, "valid")
+    ax.plot(result.steps[window - 1:], smooth, style, color="k", label=name)
+ax.set(yscale="log", xlabel="step", ylabel="loss (running mean)",
+       title="the loss under three learning rates")
+ax.legend()
+fig.tight_layout()
+plt.show()
+
+# %% tags=["nbval-ignore-output"]
+for name in lr_runs:
+    print(f"{name:<18} final loss {lr_loss[name]:.3f}, KL {lr_kl[name]:.2f}")
+default = "lr 5e-3 (default)"
+assert all(lr_kl[n] > lr_kl[default] for n in lr_runs if n != default)
+assert all(lr_loss[n] > lr_loss[default] for n in lr_runs if n != default)
+
+# %% [markdown]
+# ### Case 4: too few DDIM steps, or the wrong spacing
+#
+# **Symptom:** blurred or shrunken bumps with a fast sampler. **Diagnosis:** sample
+# the same network with DDPM: if that is fine, the sampler is at fault, not the
+# network (the health check does exactly this). **Fix:** more steps, or steps spaced
+# where the details are decided. Here with the exact denoiser, 10 DDIM steps spaced
+# evenly, quadratically (dense near $t = 1$, where the bumps take shape), and the
+# other way round (dense near $t = T$, where nothing is decided yet):
+
+# %%
+spacings = {"even": dl.ddim_timesteps(T, 10),
+            "quadratic": np.unique(np.round(
+                (T - 1) * np.linspace(0, 1, 10) ** 2).astype(int)).tolist(),
+            "dense at high noise": np.unique(np.round(
+                (T - 1) * (1 - (1 - np.linspace(0, 1, 10)) ** 2)
+            ).astype(int)).tolist()}
+spacing_kl = {}
+for name, taus in spacings.items():
+    g = torch.Generator().manual_seed(seed)
+    x = dl.ddim_sample_loop(schedule, oracle, (N, 2), timesteps=taus,
+                            generator=g, progress=False)
+    spacing_kl[name] = kl(x)
+
+# %% tags=["nbval-check-output"]
+for name, value in spacing_kl.items():
+    print(f"10 DDIM steps, {name:<19} KL {value:.2f}")
+print(f"DDPM, 1000 steps:                     KL {oracle_ddpm:.2f}")
+assert spacing_kl["quadratic"] < spacing_kl["even"]
+assert spacing_kl["dense at high noise"] > spacing_kl["even"]
+
+# %% [markdown]
+# ### Case 5: clipping $\hat x_0$ on data outside $[-1, 1]$
+#
+# **Symptom:** samples piled up on the edges of a square. **Diagnosis:** image
+# samplers clip the predicted $\hat x_0$ to $[-1, 1]$, the range of images scaled for
+# DDPM; standardized points reach beyond it (here most of them). The share
+# of samples outside $[-1, 1]$ against the data's tells it. **Fix:** clip only data
+# that lives in $[-1, 1]$ (the library clips images and never points).
+
+# %%
+data_points = mixture.sample(N, generator=torch.Generator().manual_seed(seed))
+clipped = draw(oracle, 50, clip_denoised=True)     # unclipped: case 1's
+
+
+def outside(points):
+    """The share of points with a coordinate beyond [-1, 1]."""
+    return (points.abs() > 1).any(1).double().mean().item()
+
+
+# %% tags=["nbval-check-output"]
+print(f"outside [-1, 1]: data {outside(data_points):.0%}, clipped "
+      f"{outside(clipped):.0%}, unclipped {outside(unclipped):.0%}")
+print(f"KL: clipped {kl(clipped):.2f}, unclipped {kl(unclipped):.2f}")
+assert outside(clipped) < 0.01 and outside(data_points) > 0.2
+assert kl(clipped) > kl(unclipped) + 0.1
+
+# %% [markdown]
+# ### Case 6: a Frechet distance from too few samples
+#
+# **Symptom:** a model's Frechet distance (chapter 7) that changes when only the
+# number of samples changes. **Diagnosis:** the distance between two finite samples
+# of the *same* law is not 0; for two samples of $N$ points of a $D$-dimensional
+# standard Gaussian its expectation is, to first order in $1/N$,
+#
+# $$
+# \mathbb{E}\,\mathrm{FD} \approx \frac{2D}{N} + \frac{D(D + 1)}{2(N - 1)},
+# $$
+#
+# the first term from the two sample means, the second from the two sample
+# covariances (for nearby covariances the trace term is a quarter of their squared
+# Frobenius distance). The bias falls as $1/N$ and grows as $D^2$: with 64 features
+# and 100 samples, it is about 21. **Fix:** compare models at the same $N$, next to the
+# data-vs-data floor at that $N$, or fit $a + b/N$ over several $N$ and report $a$.
+
+# %%
+D = 16
+fd = {}
+g = torch.Generator().manual_seed(seed)
+for n in (50, 100, 200, 400, min(N, 1000)):
+    fd[n] = np.mean([frechet_distance(torch.randn(n, D, generator=g),
+                                      torch.randn(n, D, generator=g))
+                     for _ in range(5)])
+slope, intercept = np.polyfit([1 / n for n in fd], list(fd.values()), 1)
+
+# %% tags=["nbval-check-output"]
+for n, value in fd.items():
+    formula = 2 * D / n + D * (D + 1) / (2 * (n - 1))
+    print(f"N = {n:4d}: FD {value:6.3f}, formula {formula:6.3f}")
+print(f"fit a + b/N: a = {intercept:.3f} (the unbiased distance: 0)")
+assert fd[50] > 5 * fd[min(N, 1000)] and abs(intercept) < 0.1
+
+# %% [markdown]
+# ### Case 7: stopping on the loss
+#
+# **Symptom:** the loss has been flat for a while, so training stops. **Diagnosis:**
+# most of $L_\text{simple}$ is the irreducible $\mathbb{E}\,\lVert \epsilon -
+# \epsilon^* \rVert^2$, the same for every network (chapter 6), so a large
+# improvement of the samples moves the loss very little. Compare the short and the
+# full run of part 1: **Fix:** stop on a sample metric with a floor, not on the loss.
+
+# %% tags=["nbval-ignore-output"]
+loss_short = float(short.losses[-len(short.losses) // 10:].mean())
+loss_full = lr_loss["lr 5e-3 (default)"]
+kl_short = scores["short network, DDPM"]
+kl_full = scores["full network, DDPM"]
+loss_change = 1 - loss_full / loss_short
+kl_change = 1 - (kl_full - floor) / (kl_short - floor)
+print(f"short to full run: loss {loss_short:.3f} -> {loss_full:.3f}"
+      f" ({loss_change:.0%} lower)")
+print(f"KL over the floor: {kl_short - floor:.2f} -> {kl_full - floor:.2f} "
+      f"({kl_change:.0%} lower)")
+assert kl_change > loss_change
+
+# %% [markdown]
+# ### Case 8: memorisation
+#
+# **Symptom:** samples that are (nearly) copies of training examples. **Diagnosis:**
+# the distance of each sample to its nearest training example, against the distance
+# of a training example to its nearest other one (`memorisation_ratio`): about 1 for
+# fresh data, near 0 for copies. The limit is exact: on $n$ points, the minimiser of
+# $L_\text{simple}$ is the denoiser of the *empirical* distribution, a mixture of $n$
+# infinitely narrow bumps, and sampling it can only return the training points. A
+# network that fitted its loss perfectly would memorise. **Fix:** more data, a
+# shorter run, or a smaller network; check on held-out data.
+
+# %%
+memo = {}
+for n in (10, 100, 1000):
+    points = eight.mixture.sample(n, generator=torch.Generator().manual_seed(n))
+    np.save(runs / f"points{n}.npy", points.numpy())
+    result = fit(f"memo{n}", dataset=str(runs / f"points{n}.npy"),
+                 batch_size=min(n, batch_size),
+                 steps=max(100, train_steps // 2))
+    with torch.no_grad():
+        samples = torch.as_tensor(result.sample(N, seed=seed))
+    memo[n] = memorisation_ratio(samples, points)
+ten = eight.mixture.sample(10, generator=torch.Generator().manual_seed(10))
+empirical = dl.GaussianMixture(torch.ones(10), ten, 1e-8)   # n narrow bumps
+copies = draw(dl.GaussianMixtureOracle(schedule, empirical), 50)
+fresh = eight.mixture.sample(N, generator=torch.Generator().manual_seed(seed))
+
+# %% tags=["nbval-ignore-output"]
+print(f"fresh data:                {memorisation_ratio(fresh, ten):.2f}")
+print(f"exact empirical denoiser:  {memorisation_ratio(copies, ten):.3f}")
+for n, value in memo.items():
+    print(f"network on {n:4d} points:  {value:.2f}")
+assert memorisation_ratio(copies, ten) < 0.05
+assert 0.6 < memorisation_ratio(fresh, ten) < 1.6
+assert memo[10] < memo[1000]
+
+# %% [markdown]
+# The small networks here, trained for a few hundred steps, are far from that limit:
+# their ratios are above 1 (their samples are blurrier than the data), but they are
+# ordered, the smaller the dataset the closer the samples come to its points. Longer
+# training on 6 points (the health check's test, 2000 steps) brings the ratio below
+# 0.3.
+#
+# ## Part 3: the health check of a run folder
+#
+# `check_run` (and `python -m diffusion_lib evaluate --run RUN --check`) reads a run
+# folder and reports every diagnosis of this chapter that applies: the loss curve
+# (a rise, a fall still going on, the final value against a band measured for each
+# built-in toy), the EMA against the run length, the learning rate against the
+# default, the data's range, and the samples against the data, with a too-coarse
+# DDIM told apart from a bad network. Each finding names its cause and its fix.
+
+# %%
+named = {}
+for name in ("ema_slow", "lr_high"):
+    findings = check_run(runs / name, num_samples=200, seed=seed)
+    flagged = [f for f in findings if f.severity != "ok"]
+    named[name] = {f.name for f in flagged}
+    print(f"{name}: {len(flagged)} finding(s)")
+    for f in flagged:
+        print(f"  [{f.severity}] {f.name}: {f.summary}")
+        print(f"      fix: {f.fix}")
+
+# %% tags=["nbval-check-output"]
+print("ema_too_slow named:", "ema_too_slow" in named["ema_slow"])
+print("lr_too_high named:", "lr_too_high" in named["lr_high"])
+assert "ema_too_slow" in named["ema_slow"] and "lr_too_high" in named["lr_high"]
+
+# %% [markdown]
+# ## Summary
+#
+# * With the exact denoiser, a model's error splits into the network's (largest at
+#   small $t$, shrinking with training and width), the sampler's (nothing at 1000
+#   DDPM steps, dominant at 10 DDIM steps) and the bound's gap, which stays even for
+#   the best denoiser.
+# * Each failure of the clinic has a number that tells it apart: the prior term for
+#   unscaled data, the EMA's weight on the early run, the loss curve against a
+#   healthy one, DDPM against DDIM for the sampler, the share of samples outside
+#   $[-1, 1]$ for clipping, the $1/N$ bias for the Frechet distance, a sample metric
+#   for when to stop, and the nearest-training-example ratio for memorisation.
+# * `evaluate --check` runs these diagnoses on any run folder.
+#
+# ## Exercises
+#
+# **Exercise 10.1** (compute). An EMA with decay 0.999 and no warm-up runs for 2000
+# steps. What weight does it keep on the first 1000 steps and the initialisation?
+# And with the library's warm-up?
+#
+# ```{admonition} Solution
+# :class: dropdown
+#
+# Without warm-up, $0.999^{1000} = e^{1000 \ln 0.999} \approx 0.37$: more than a
+# third of the EMA is the first half of the run. With the warm-up, the decay at step
+# $k$ is $\min(0.999, (1 + k)/(10 + k))$, which is below 0.999 until step 8990, so the
+# weight is $\prod_{k=1000}^{1999} (1 + k)/(10 + k) = \prod_{j=1}^{9} (1000 + j) /
+# (2000 + j) \approx 2^{-9} \approx 0.002$.
+# ```
+
+# %% tags=["hide-cell"]
+# Exercise 10.1: the EMA's weight on the first half, by formula and by function
+no_warmup = 0.999 ** 1000
+with_warmup = np.prod([(1000 + j) / (2000 + j) for j in range(1, 10)])
+print(f"{no_warmup:.3f} {with_warmup:.4f}")
+assert abs(ema_early_weight(2000, 0.999, warmup=False) - no_warmup) < 1e-9
+assert abs(ema_early_weight(2000, 0.999, warmup=True) - with_warmup) < 1e-9
+
+# %% [markdown]
+# **Exercise 10.2** (predict, then measure). With 64 features, how many samples does
+# a Frechet distance need before its bias, for a perfect model, is below 1? Check
+# with two samples of a 64-dimensional standard Gaussian.
+#
+# ```{admonition} Solution
+# :class: dropdown
+#
+# The bias is about $2D/N + D(D + 1)/(2(N - 1))$; with $D = 64$ the second term
+# dominates, $2080/(N - 1)$, so $N \approx 2200$ gives about 1 (2048 gives 1.08).
+# ```
+
+# %% tags=["hide-cell"]
+# Exercise 10.2: the Frechet distance of two samples of N(0, I_64), N = 2200
+g = torch.Generator().manual_seed(seed)
+D, n = 64, 2200
+measured = np.mean([frechet_distance(torch.randn(n, D, generator=g),
+                                     torch.randn(n, D, generator=g))
+                    for _ in range(2)])
+formula = 2 * D / n + D * (D + 1) / (2 * (n - 1))
+print(f"measured {measured:.3f}, formula {formula:.3f}")
+assert 0.8 < measured < 1.2 and abs(measured - formula) < 0.15
