@@ -302,10 +302,16 @@ def stage_measure(a) -> None:
         "default_guidance": DEFAULT_GUIDANCE,
         "sampler": {"name": "ddim", "steps": 50},   # what sample/evaluate use by default
         "quality": quality,
-        "quality_vs_compute": old.get("quality_vs_compute"),
+        "quality_vs_compute": _curve(a) or old.get("quality_vs_compute"),
     }
     write_manifest(folder, info)
     print(f"wrote {folder / 'MANIFEST.json'}", flush=True)
+
+
+def _curve(a) -> dict | None:
+    """The quality-vs-compute points of the curve stage, if it ran."""
+    path = Path(a.curve_out)
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _parameters(folder: Path) -> int:

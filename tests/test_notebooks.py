@@ -32,7 +32,9 @@ ALLOWED_TAGS = {"parameters", "remove-cell", "hide-input", "hide-cell", "nbval-i
 # The parameter names shared by every chapter, with their types: one papermill
 # parameter file then works for the whole book.
 SHARED_PARAMETERS = {"seed": int, "device": str, "dataset": str, "download": bool,
-                     "num_samples": int, "train_steps": int, "batch_size": int}
+                     "num_samples": int, "train_steps": int, "batch_size": int,
+                     # chapters 7-9, the shipped MNIST model (book/models/)
+                     "models_dir": str, "guidance": float, "model_samples": int}
 KERNEL_TIMEOUT_S = 600
 
 
