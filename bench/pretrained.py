@@ -197,8 +197,9 @@ def _job(kind: str, run_dir: str, a, n: int, seed: int, w: float = 0.0) -> dict:
     if kind == "unconditional":          # features of n unlabelled samples (and a few images)
         x, _ = _samples(run, n, None, 0.0, seed, SAMPLER_STEPS)
         reference = load_reference(MODELS / "mnist-classifier")
-        return {"features": reference.features(x), "logits": reference.classifier.head(
-            reference.features(x).float()).argmax(1), "first": x[:1000]}
+        features = reference.features(x)                                    # (n, F)
+        predicted = reference.classifier.head(features.float()).argmax(1)   # (n,)
+        return {"features": features, "predicted": predicted, "first": x[:1000]}
     if kind == "conditional":            # n // K samples of each class at guidance w
         x, y = _samples(run, n // K * K, list(range(K)), w, seed, SAMPLER_STEPS)
         return {"x": x, "y": y}
@@ -239,7 +240,7 @@ def measure(run_dir: Path, a, num: int, full: bool) -> dict:
             jobs["bpd"] = pool.submit(_job, "bits_per_dim", str(run_dir), a, 0, 0)
         done = {k: f.result() for k, f in jobs.items()}
     features = torch.cat([done["u0"]["features"], done["u1"]["features"]])      # (num, F)
-    predicted = torch.cat([done["u0"]["logits"], done["u1"]["logits"]])
+    predicted = torch.cat([done["u0"]["predicted"], done["u1"]["predicted"]])
     shares = torch.bincount(predicted, minlength=K).double() / len(predicted)
     out["unconditional"] = {"frechet_distance": round(reference.frechet(features), 4),
                             "frechet_floor": round(reference.floor(num), 4),
