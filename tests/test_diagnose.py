@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from diffusion_lib.cli import main
-from diffusion_lib.diagnose import REFERENCE_LOSS, check_run, ema_early_weight
+from diffusion_lib.diagnose import (
+    REFERENCE_LOSS,
+    check_run,
+    ema_early_weight,
+    loss_findings,
+    read_loss_curve,
+)
 from diffusion_lib.diagnose_samples import memorisation_ratio
 from diffusion_lib.training import DATASET_DEFAULTS, EMA, TrainConfig, train
 
@@ -163,8 +169,25 @@ def test_memorisation_ratio_of_fresh_data_and_of_copies():
 
 
 def test_reference_bands_are_ordered():
-    assert set(REFERENCE_LOSS) >= {"swissroll", "8gaussians", "moons", "checkerboard"}
+    assert set(REFERENCE_LOSS) >= {"swissroll", "8gaussians", "moons", "checkerboard",
+                                   "digits"}
     assert all(0 < low < high < 1 for low, high in REFERENCE_LOSS.values())
+
+
+def test_the_digits_band_names_a_short_run_and_passes_a_finished_curve(tmp_path):
+    """A real 40-step digits run (the default U-Net) ends far above the digits band; a
+    curve that settles where the default 2000-step runs ended (0.080-0.083) does not."""
+    train(TrainConfig(dataset="digits", out=str(tmp_path / "short"), steps=40,
+                      log_every=4, sample_every=0, progress=False))
+    cfg = json.loads((tmp_path / "short" / "config.json").read_text())
+    short = {f.name: f for f in loss_findings(*read_loss_curve(tmp_path / "short"), cfg)}
+    assert short["loss_above_band"].severity == "problem"
+    assert short["loss_above_band"].measured["final_loss"] > REFERENCE_LOSS["digits"][1]
+    steps = np.arange(50, 2001, 50)
+    settled = 0.081 + 0.3 * np.exp(-steps / 100)
+    done = {f.name: f for f in loss_findings(steps, settled, cfg)}
+    assert done["loss_above_band"].severity == "ok"
+    assert "digits band" in done["loss_above_band"].summary
 
 
 def test_evaluate_check_prints_and_writes_json(blob_run, tmp_path, capsys):
