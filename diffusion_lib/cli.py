@@ -266,12 +266,15 @@ def _cmd_train(args) -> int:
     return 0
 
 
-def _load_for_sampling(args):
-    """(run, device): the run's network on the device, after checking the sampling flags."""
+def _load_for_sampling(args, manifest: dict | None = None):
+    """The run's network on the device, after checking the sampling flags; ``manifest``: the
+    folder's release manifest when the caller has read it already ({} for none)."""
     from .training import load_run, resolve_device
 
     if args.sampler is None:                 # the paper's sampler, or a release's advice
-        advice = _release_manifest(args.run).get("sampler") or {}
+        if manifest is None:
+            manifest = _release_manifest(args.run)
+        advice = manifest.get("sampler") or {}
         args.sampler = advice.get("name", "ddpm")
         if args.sampler == "ddim" and args.steps is None:
             args.steps = advice.get("steps")
@@ -392,19 +395,19 @@ def _cmd_evaluate(args) -> int:
         return _cmd_check(args)
     from .data import load_dataset
 
+    manifest = _release_manifest(args.run)                 # {} unless a released model
     json_path = Path(args.json).expanduser() if args.json else Path(args.run) / "eval.json"
-    if not args.json and _release_manifest(args.run):      # a released folder stays as shipped
+    if not args.json and manifest:                         # a released folder stays as shipped
         json_path = Path("eval.json")
     _check_writable(json_path, "JSON file")
     try:
         from . import metrics
     except ImportError as error:
         raise UsageError(f"evaluate needs diffusion_lib.metrics ({error})") from None
-    run = _load_for_sampling(args)
+    run = _load_for_sampling(args, manifest)
     cfg = run.config
     kind = run.data["kind"]
     num = args.num_samples or (2000 if kind == "points" else 1000)
-    manifest = _release_manifest(args.run)
     if manifest.get("classifier"):          # a released model: its reference classifier
         report = _release_report(run, args, manifest, num)
         return _write_report(args, run, num, report, json_path)

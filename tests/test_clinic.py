@@ -52,3 +52,34 @@ def test_prior_term_of_wide_data():
     kl = 0.5 * (v + m ** 2 - 1 - math.log(v))                 # nats per dimension
     expected = (kl / math.log(2)).mean(1)
     assert torch.allclose(dl.prior_bpd(schedule, x0), expected, rtol=1e-6, atol=1e-9)
+
+
+def test_ddim_with_eta_0_is_an_euler_step_in_sigma():
+    """Chapter 10: x_t' / sqrt(ab_t') = x_t / sqrt(ab_t) + (sigma_t' - sigma_t) eps with
+    sigma = sqrt((1 - ab) / ab), the alphas recomputed here from the betas in float64;
+    t_prev = -1 (the data) has ab = 1, sigma = 0."""
+    schedule = dl.NoiseSchedule.linear(dtype=torch.float64)
+    betas = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)
+    ab = torch.cumprod(1 - betas, 0)
+    sigma = ((1 - ab) / ab).sqrt()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 3, generator=g, dtype=torch.float64)
+    eps = torch.randn(6, 3, generator=g, dtype=torch.float64)
+    t = torch.tensor([999, 999, 500, 120, 10, 3])
+    t_prev = torch.tensor([979, 899, 480, 20, 0, -1])
+    stepped = dl.ddim_step(schedule, eps, x, t, t_prev, eta=0.0)
+    ab_prev = torch.where(t_prev >= 0, ab[t_prev.clamp(min=0)], 1.0)[:, None]
+    sigma_prev = torch.where(t_prev >= 0, sigma[t_prev.clamp(min=0)], 0.0)[:, None]
+    y = x / ab[t, None].sqrt() + (sigma_prev - sigma[t, None]) * eps
+    assert torch.allclose(stepped, ab_prev.sqrt() * y, rtol=1e-9, atol=1e-12)
+
+
+def test_sigma_at_the_ends_of_the_linear_schedule():
+    """The figures chapter 10 quotes: sigma_T = 157 and sigma_1 = 0.01 for the paper's
+    linear betas (1e-4 to 0.02, T = 1000), from the product of (1 - beta) in float64."""
+    betas = np.linspace(1e-4, 0.02, 1000)
+    ab = np.cumprod(1 - betas)
+    sigma = np.sqrt((1 - ab) / ab)
+    assert round(sigma[-1]) == 157 and round(sigma[0], 4) == 0.01
+    schedule = dl.NoiseSchedule.linear(dtype=torch.float64)
+    assert math.isclose(schedule.alpha_bars[-1].item(), ab[-1], rel_tol=1e-9)

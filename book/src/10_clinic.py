@@ -9,8 +9,9 @@
 # parts, and metrics with floors, so every number can be read.
 #
 # The first part splits the gap between a trained model's samples and the data into
-# the network's error, the sampler's error and the bound's gap. The second part is a
-# clinic: each common failure is reproduced on 2-D data in seconds, with its
+# the network's error, the sampler's error and the bound's gap, in two dimensions
+# and in 64 (8x8 digits modelled as ten Gaussians). The second part is a clinic:
+# each common failure is reproduced on 2-D data or 8x8 digits in seconds, with its
 # **symptom** (what you would see), its **diagnosis** (the measurement that tells it
 # apart) and its **fix** (the same run, fixed, measured again). The last part runs
 # the library's health check, `evaluate --check`, which reads a run folder and names
@@ -31,11 +32,11 @@ import torch
 from torch.distributions import Normal
 
 import diffusion_lib as dl
-from diffusion_lib import TrainConfig, load_dataset
+from diffusion_lib import TrainConfig, load_dataset, metrics
 from diffusion_lib.diagnose import check_run, ema_early_weight
 from diffusion_lib.diagnose_samples import memorisation_ratio
 from diffusion_lib.metrics import fitted_mixture_kl, frechet_distance
-from diffusion_lib.notebook import check_device, check_parameter
+from diffusion_lib.notebook import check_device, check_parameter, show_image
 
 # %% tags=["parameters"]
 seed = 0               # every random draw in the chapter comes from this seed
@@ -101,13 +102,15 @@ def kl(points):
                              num_points=10_000, seed=seed)[0]
 
 
-def draw(model, steps=None, **options):
-    """N samples in the training space: DDPM, or DDIM with `steps` steps."""
+def draw(model, steps=None, shape=None, **options):
+    """N samples (default (N, 2)) in the training space: DDPM, or DDIM with
+    `steps` steps."""
     g = torch.Generator().manual_seed(seed)
+    shape = (N, 2) if shape is None else shape
     if steps is None:
-        return dl.p_sample_loop(schedule, model, (N, 2), generator=g,
+        return dl.p_sample_loop(schedule, model, shape, generator=g,
                                 progress=False, **options)
-    return dl.ddim_sample_loop(schedule, model, (N, 2), num_steps=steps,
+    return dl.ddim_sample_loop(schedule, model, shape, num_steps=steps,
                                generator=g, progress=False, **options)
 
 
@@ -223,11 +226,11 @@ assert sampler_free and sampler_bites and network_costs
 
 # %%
 def bound_nats(model, x0, generator):
-    """One-draw estimate of L(x_0) in nats per point, (B,)."""
+    """One-draw estimate of L(x_0) in nats per point, (B,), for x0 (B, D)."""
     with torch.no_grad():
         bound = dl.variational_bound(schedule, model, x0, generator=generator)
         bits = bound.prior_bpd + bound.terms_bpd[:, 1:].sum(1)   # per dim
-        kls = bits * 2 * math.log(2)                              # nats, D = 2
+        kls = bits * x0.shape[1] * math.log(2)                    # nats
         first = torch.zeros(len(x0), dtype=torch.long)
         x_1 = dl.q_sample(schedule, x0, first, generator=generator)
         p = dl.p_mean_variance(schedule, model(x_1, first), x_1, first)
@@ -269,6 +272,215 @@ assert above and worse
 # with fixed variances, while the true reverse steps of mixture data are not
 # Gaussian at the noise levels where the bumps separate. That gap is a property of
 # the model family, not of training; a lower training loss cannot remove it.
+#
+# ### The same budget in 64 dimensions
+#
+# Two dimensions are kind to every part of the model. To see the budget at the size
+# of an image, we need 64-dimensional data whose exact denoiser is still known. Take
+# the 8x8 digits of chapter 7 (64 pixels in $[-1, 1]$) and replace each of the ten
+# classes by one Gaussian with that class's mean and covariance, plus $0.1\,
+# \mathbf{I}$ so that the pixels no digit touches still vary a little. The result is
+# a mixture of ten Gaussians in 64 dimensions: its draws look like blurred digits,
+# and `GaussianMixtureOracle` gives its $\mathbb{E}[\epsilon \mid x_t]$ exactly.
+#
+# The networks train on 20,000 draws saved as a `.npy` file of points, so the
+# library standardizes each pixel, and the oracle works in that standardized space.
+# In 64 dimensions a KL divergence from samples is out of reach, so the score is
+# the Frechet distance of chapter 7 taken against the exact mixture's own mean and
+# covariance, with its floor: what $N$ fresh draws of the mixture score.
+
+# %%
+digits = load_dataset("digits", split="train")
+pixels = digits.all_data().reshape(len(digits), -1).double()   # (1500, 64)
+labels = digits.labels()
+D64 = pixels.shape[1]
+counts = torch.stack([(labels == k).sum() for k in range(10)]).double()
+class_means = torch.stack([pixels[labels == k].mean(0) for k in range(10)])
+class_covs = torch.stack([torch.cov(pixels[labels == k].T)
+                          for k in range(10)])                  # (10, 64, 64)
+digit_mixture = dl.GaussianMixture(counts, class_means,
+                                   class_covs + 0.1 * torch.eye(D64))
+draws = digit_mixture.sample(20_000,
+                             generator=torch.Generator().manual_seed(seed))
+np.save(runs / "digit_mixture.npy", draws.numpy())
+pixel_space = load_dataset(str(runs / "digit_mixture.npy"))
+mixture64 = digit_mixture.standardized(pixel_space.mean, pixel_space.std)
+oracle64 = dl.GaussianMixtureOracle(schedule, mixture64)
+
+
+def frechet_to(law, samples):
+    """Frechet distance of (N, D) samples to the exact moments of a mixture."""
+    s = torch.as_tensor(samples, dtype=torch.float64)
+    return metrics.gaussian_frechet_distance(s.mean(0), torch.cov(s.T),
+                                             law.mean(), law.covariance())
+
+
+def fd64(samples):
+    """Frechet distance of samples (training space) to the exact mixture."""
+    return frechet_to(mixture64, samples)
+
+
+floor64 = fd64(mixture64.sample(N, generator=torch.Generator().manual_seed(1)))
+print(f"Frechet floor (fresh draws, {N} points): {floor64:.2f}")
+
+# %% tags=["hide-input"] mystnb={"image": {"alt": "Two rows of 8x8 digits: real ones from the digits set above, draws of the ten-Gaussian mixture below, which look like blurred digits"}}
+g = torch.Generator().manual_seed(seed)
+fig, axes = plt.subplots(2, 10, figsize=(7, 1.7))
+for k in range(10):
+    real = pixels[labels == k][0]
+    fake = dl.GaussianMixture([1.0], class_means[k:k + 1],
+                              (class_covs[k] + 0.1 * torch.eye(D64))[None]
+                              ).sample(1, generator=g)[0]
+    show_image(axes[0, k], real.reshape(1, 8, 8))
+    show_image(axes[1, k], fake.reshape(1, 8, 8))
+axes[0, 0].set_ylabel("digits", fontsize=8)
+axes[1, 0].set_ylabel("mixture", fontsize=8)
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# Three networks again, now of width 128 (short and full run) and 256, trained for
+# at least 1000 steps of at least 256 points (64 dimensions need more than two):
+# each is sampled with DDPM, with DDIM at 50 and 10 steps, and with DDIM at 50 steps
+# and $\eta = 1$, which adds fresh noise at each step as DDPM does (chapter 8).
+
+# %%
+steps64 = max(train_steps, 1000)
+MID, WIDE = (dict(hidden=h, depth=2, time_embed_dim=32) for h in (128, 256))
+data64 = str(runs / "digit_mixture.npy")
+batch64 = max(batch_size, 256)
+nets64 = {name: net(fit(f"d64_{name}", data64, model, steps=steps,
+                        batch_size=batch64))
+          for name, model, steps in [("short", MID, steps64 // 5),
+                                     ("full", MID, steps64),
+                                     ("wide", WIDE, steps64)]}
+samplers = {"DDPM": dict(), "DDIM 50": dict(steps=50),
+            "DDIM 50, eta 1": dict(steps=50, eta=1.0),
+            "DDIM 10": dict(steps=10)}
+table64 = {}
+with torch.no_grad():
+    for name, model in {"oracle": oracle64, **nets64}.items():
+        table64[name] = {s: fd64(draw(model, shape=(N, D64), **options))
+                         for s, options in samplers.items()}
+
+# %% tags=["nbval-ignore-output"]
+print(f"Frechet distance to the exact mixture (floor {floor64:.2f})")
+print(f"{'':>8}" + "".join(f"{s:>16}" for s in samplers))
+for name, row in table64.items():
+    print(f"{name:>8}" + "".join(f"{v:16.2f}" for v in row.values()))
+
+# %% [markdown]
+# With DDPM the budget reads as in two dimensions: the oracle is at the floor, and
+# the networks' excess is their own error, smaller for the longer run. With DDIM at
+# $\eta = 0$ it does not: the exact denoiser loses little at 50 steps, but the
+# networks, fine under DDPM, are off by orders of magnitude. The two errors do not
+# add up; the deterministic sampler multiplies the network's.
+#
+# Why: with $\sigma_t = \sqrt{(1 - \bar\alpha_t) / \bar\alpha_t}$, a DDIM step with
+# $\eta = 0$ is exactly an Euler step of $y = x / \sqrt{\bar\alpha}$ against
+# $\sigma$,
+#
+# $$
+# \frac{x_{t'}}{\sqrt{\bar\alpha_{t'}}} = \frac{x_t}{\sqrt{\bar\alpha_t}}
+#   + (\sigma_{t'} - \sigma_t)\, \epsilon_\theta(x_t, t),
+# $$
+#
+# so an error $\delta$ in $\epsilon_\theta$ at step $t$ moves the sample by
+# $(\sigma_t - \sigma_{t'})\,\delta$, and nothing later pulls it back. $\sigma$ runs
+# from 157 at $t = T$ down to 0.01 at $t = 1$: the steps at high noise, where a
+# network's error looks negligible in the loss, carry most of the weight. DDPM's
+# fresh noise at every step (and DDIM's with $\eta = 1$) lets the later steps
+# correct what the earlier ones got wrong. The figure shows the networks' error per
+# pixel, and the same error weighted by $\sigma_t^2$, the factor that DDIM applies
+# to it:
+
+# %%
+g = torch.Generator().manual_seed(seed)
+x0_64 = mixture64.sample(1000, generator=g).float()           # (1000, 64)
+noise64 = torch.randn(x0_64.shape, generator=g)
+sigma = ((1 - schedule.alpha_bars) / schedule.alpha_bars).sqrt()   # (T,)
+error64 = {name: [] for name in nets64}
+with torch.no_grad():
+    for t in t_grid:
+        t_lib = torch.full((len(x0_64),), t - 1)
+        x_t = dl.q_sample(schedule, x0_64, t_lib, noise64)
+        exact = oracle64(x_t, t_lib)
+        for name, model in nets64.items():
+            gap = (model(x_t, t_lib) - exact).pow(2).mean()    # per pixel
+            error64[name].append(gap.item())
+
+# %% tags=["hide-input"] mystnb={"image": {"alt": "Two panels over the timestep, log scales: the per-pixel error of three networks in 64 dimensions, largest at middle t; and the same weighted by sigma squared, which rises steeply towards t = T"}}
+weights = np.array([sigma[t - 1].item() ** 2 for t in t_grid])
+fig, axes = plt.subplots(1, 2, figsize=(8, 3.4))
+for (name, errors), style in zip(error64.items(), ["--", "-", ":"]):
+    axes[0].plot(t_grid, errors, style, marker="o", color="k",
+                 fillstyle="none", label=name)
+    axes[1].plot(t_grid, weights * np.array(errors), style, marker="o",
+                 color="k", fillstyle="none", label=name)
+axes[0].set(ylabel="error per pixel", title="the network's error")
+axes[1].set(ylabel=r"error $\times\ \sigma_t^2$", title="as DDIM weighs it")
+for ax in axes:
+    ax.set(xscale="log", yscale="log", xlabel="t (paper's, 1..T)")
+axes[0].legend()
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# **Check.** In 64 dimensions the sampler alone costs little at 50 steps, DDPM keeps
+# the full and wide networks within a few floors, DDIM with $\eta = 0$ multiplies
+# their error at least tenfold, $\eta = 1$ removes over 90% of that, and the wider
+# network suffers least:
+
+# %% tags=["nbval-check-output"]
+oracle64_ok = table64["oracle"]["DDIM 50"] < 1.5 * floor64
+ddpm_ok = all(table64[n]["DDPM"] < 4 * floor64 for n in ("full", "wide"))
+multiplied = all(table64[n]["DDIM 50"] > 10 * table64[n]["DDPM"]
+                 for n in ("full", "wide"))
+noise_helps = all(table64[n]["DDIM 50, eta 1"] < table64[n]["DDIM 50"] / 10
+                  for n in ("full", "wide"))
+width_helps = table64["wide"]["DDIM 50"] < table64["full"]["DDIM 50"]
+print("oracle, DDIM 50 within 1.5 floors:", oracle64_ok)
+print("full and wide networks, DDPM within 4 floors:", ddpm_ok)
+print("DDIM 50 (eta 0) over 10x DDPM for both:", multiplied)
+print("eta 1 over 10x better than eta 0 for both:", noise_helps)
+print("the wider network suffers less from DDIM:", width_helps)
+assert oracle64_ok and ddpm_ok and multiplied and noise_helps and width_helps
+
+# %% [markdown]
+# The bound's gap in 64 dimensions, per pixel, for the exact denoiser and the full
+# network, as in two dimensions:
+
+# %%
+x0_b64 = mixture64.sample(B, generator=torch.Generator().manual_seed(seed))
+nll64 = -mixture64.log_prob(x0_b64)                      # exact, nats
+gap64 = {}
+for name, model in [("oracle", oracle64), ("full network", nets64["full"])]:
+    g = torch.Generator().manual_seed(seed)
+    gap64[name] = (bound_nats(model, x0_b64.float(), g).double()
+                   - nll64) / D64
+
+# %% tags=["nbval-ignore-output"]
+print(f"-log p(x_0), exact: {nll64.mean() / D64:.3f} nats per pixel")
+for name, g_ in gap64.items():
+    print(f"bound - (-log p), {name}: {g_.mean():.4f} "
+          f"+- {g_.std() / len(g_) ** 0.5:.4f} nats per pixel")
+
+# %% tags=["nbval-check-output"]
+se64 = gap64["oracle"].std().item() / B ** 0.5
+paired64 = gap64["full network"] - gap64["oracle"]
+above64 = gap64["oracle"].mean().item() > -5 * se64
+worse64 = paired64.mean().item() > -5 * paired64.std().item() / B ** 0.5
+print("oracle's bound >= -log p(x_0):", above64)
+print("network's bound >= oracle's bound:", worse64)
+assert above64 and worse64
+
+# %% [markdown]
+# So, at the defaults, which part dominates? With DDPM, the network's: the sampler
+# costs nothing at 1000 steps, and the bound's gap does not touch the samples. With
+# a fast deterministic sampler, the sampler's own error is small at 50 steps, but it
+# turns the network's small error at high noise into the largest term of all. More
+# training steps and width shrink the network's error everywhere, and that is what
+# the fast sampler needs most; until then, $\eta > 0$ buys most of the quality back.
 #
 # ## Part 2: the clinic
 #
@@ -316,7 +528,64 @@ assert raw_kl > unclipped_kl + 0.1       # even the exact denoiser misses
 # That is why the library standardizes points before training, and the health check
 # flags far outliers after it.
 #
-# ### Case 2: an EMA too slow for the run
+# The same mistake on images. The library reads 8-bit images and scales them to
+# $[-1, 1]$ itself, and it refuses float images, whose range it would have to
+# guess; a training loop of your own is where images in $[0, 1]$ (what most image
+# loaders return) or in raw 8-bit units (0..255) slip in. Here is what the
+# exact denoiser of part 1's ten-Gaussian digits gives when the same digits live in
+# each of the three ranges, sampled with DDIM (50 steps) and shown the way every
+# image sampler shows its output: as pixels in $[-1, 1]$.
+
+# %%
+ones = torch.ones(D64)
+ranges = {"[-1, 1]": (0.0, 1.0), "[0, 1]": (-1.0, 2.0),
+          "0..255": (-1.0, 1 / 127.5)}
+range_samples, range_prior = {}, {}
+for name, (a, b) in ranges.items():
+    law = digit_mixture.standardized(a * ones, b * ones)     # (x - a) / b
+    x0 = law.sample(N, generator=torch.Generator().manual_seed(seed))
+    range_prior[name] = dl.prior_bpd(schedule, x0.float()).mean().item()
+    range_samples[name] = draw(dl.GaussianMixtureOracle(schedule, law), 50,
+                               shape=(N, D64)).clamp(-1, 1)   # as shown
+pixel_floor = frechet_to(digit_mixture, digit_mixture.sample(   # shown too
+    N, generator=torch.Generator().manual_seed(1)).clamp(-1, 1))
+range_fd = {name: frechet_to(digit_mixture, x)
+            for name, x in range_samples.items()}
+
+# %% tags=["hide-input"] mystnb={"image": {"alt": "Three rows of ten 8x8 samples of the exact denoiser: digits in [-1, 1] look like blurred digits; digits in [0, 1], shown as [-1, 1] pixels, are grey and faint; digits in 0..255 are blotches of black and white"}}
+fig, axes = plt.subplots(3, 10, figsize=(7, 2.4))
+for row, (name, x) in zip(axes, range_samples.items()):
+    for ax, image in zip(row, x[:10]):
+        show_image(ax, image.reshape(1, 8, 8))
+    row[0].set_ylabel(f"data in\n{name}", fontsize=8)
+fig.tight_layout()
+plt.show()
+
+# %% [markdown]
+# Data in $[0, 1]$ shown as $[-1, 1]$ gives grey, washed-out images: the background,
+# which should be $-1$ (white here), sits at 0. Raw 8-bit units are worse: the prior
+# term shows that such data has not become noise at $t = T$, and the samples are
+# saturated blotches. **Diagnosis:** the share of background pixels (below $-0.5$)
+# against the data's, and the prior term. **Fix:** scale the 8-bit pixels as
+# $u / 127.5 - 1$, or hand the library uint8 images and let it do so.
+
+# %% tags=["nbval-check-output"]
+background = {name: (x < -0.5).double().mean().item()
+              for name, x in range_samples.items()}
+data_background = (pixels < -0.5).double().mean().item()
+print(f"background pixels in the digits: {data_background:.0%}")
+print(f"Frechet distance in pixel space (floor {pixel_floor:.2f})")
+for name, x in range_samples.items():
+    print(f"data in {name:<7}: L_T {range_prior[name]:6.3f} bits/dim, "
+          f"background {background[name]:4.0%}, FD {range_fd[name]:6.1f}")
+assert range_fd["[-1, 1]"] < 1.5 * pixel_floor            # the fix
+assert background["[0, 1]"] < 0.01 < 0.3 < data_background
+assert range_fd["[0, 1]"] > 10 * pixel_floor
+assert range_prior["0..255"] > 0.1 > 1e-3 > range_prior["[-1, 1]"]
+assert range_fd["0..255"] > range_fd["[0, 1]"]
+
+# %% [markdown]
+# ### Case 2: no EMA, or an EMA too slow for the run
 #
 # **Symptom:** samples that look like a blob, or like the untrained network's, after
 # a run whose loss went down. **Diagnosis:** samples come from the EMA of the weights
@@ -342,6 +611,32 @@ for name, value in slow_kl.items():
 assert early > 0.5
 ema_kl, raw_weights_kl = slow_kl.values()
 assert ema_kl > 2 * raw_weights_kl
+
+# %% [markdown]
+# The opposite mistake is no EMA at all. **Symptom:** samples a little worse than
+# they should be, and different from one checkpoint to the next. **Diagnosis:** with
+# a flat learning rate (the paper's recipe), the last weights still jump with every
+# step; an EMA averages those jumps away. **Fix:** an EMA whose window is a fraction
+# of the run (0.995 here: about 200 steps), or a learning rate decayed to 0, which
+# stills the last weights (the library's default for points, used by part 1's runs).
+# Two runs with a flat learning rate, identical but for the EMA (the EMA does not
+# change training, so the first run's samples are the second's raw weights), and
+# part 1's full run with and without its EMA:
+
+# %%
+flat = {"no EMA": fit("no_ema", lr_decay="none", ema_decay=0.0),
+        "EMA 0.995": fit("flat_ema", lr_decay="none", ema_decay=0.995)}
+with torch.no_grad():
+    flat_kl = {name: kl(draw(net(result))) for name, result in flat.items()}
+    decayed_raw_kl = kl(draw(net(full, use_ema=False)))
+
+# %% tags=["nbval-ignore-output"]
+for name, value in flat_kl.items():
+    print(f"flat learning rate, {name:<9}: KL {value:.3f} "
+          f"({value - floor:+.3f} over the floor)")
+print(f"decayed learning rate, no EMA:   KL {decayed_raw_kl:.3f}, "
+      f"with EMA {scores['full network, DDPM']:.3f}")
+assert flat_kl["no EMA"] > flat_kl["EMA 0.995"]
 
 # %% [markdown]
 # ### Case 3: a learning rate too high, and too low
@@ -510,50 +805,63 @@ assert kl_change > loss_change
 # shorter run, or a smaller network; check on held-out data.
 
 # %%
+sizes = {"width 64": (SMALL, max(100, train_steps // 2)),
+         "width 256, 8x longer": (WIDE, 4 * train_steps)}
 memo = {}
 for n in (10, 100, 1000):
     points = eight.mixture.sample(n, generator=torch.Generator().manual_seed(n))
     np.save(runs / f"points{n}.npy", points.numpy())
-    result = fit(f"memo{n}", dataset=str(runs / f"points{n}.npy"),
-                 batch_size=min(n, batch_size),
-                 steps=max(100, train_steps // 2))
-    with torch.no_grad():
-        samples = torch.as_tensor(result.sample(min(N, 300), seed=seed,
-                                                sampler="ddim", steps=50))
-    memo[n] = memorisation_ratio(samples, points)
+    for size, (model, steps) in sizes.items():
+        result = fit(f"memo{n}_{model['hidden']}", str(runs / f"points{n}.npy"),
+                     model, batch_size=min(n, 64), steps=steps)
+        with torch.no_grad():
+            samples = torch.as_tensor(result.sample(min(N, 300), seed=seed,
+                                                    sampler="ddim", steps=50))
+        memo[n, size] = memorisation_ratio(samples, points)
 ten = eight.mixture.sample(10, generator=torch.Generator().manual_seed(10))
 empirical = dl.GaussianMixture(torch.ones(10), ten, 1e-8)   # n narrow bumps
 copies = draw(dl.GaussianMixtureOracle(schedule, empirical), 50)
 fresh = eight.mixture.sample(N, generator=torch.Generator().manual_seed(seed))
 
 # %% tags=["nbval-ignore-output"]
-print(f"fresh data:                {memorisation_ratio(fresh, ten):.2f}")
-print(f"exact empirical denoiser:  {memorisation_ratio(copies, ten):.3f}")
-for n, value in memo.items():
-    print(f"network on {n:4d} points:  {value:.2f}")
+print(f"fresh data:               {memorisation_ratio(fresh, ten):.2f}")
+print(f"exact empirical denoiser: {memorisation_ratio(copies, ten):.3f}")
+print(f"{'network on':<12}" + "".join(f"{s:>22}" for s in sizes))
+for n in (10, 100, 1000):
+    print(f"{n:5d} points" + "".join(f"{memo[n, s]:22.2f}" for s in sizes))
+big = "width 256, 8x longer"
 assert memorisation_ratio(copies, ten) < 0.05
 assert 0.6 < memorisation_ratio(fresh, ten) < 1.6
-assert memo[10] < memo[1000]
+assert all(memo[10, s] < memo[1000, s] for s in sizes)
+assert memo[10, big] < memo[10, "width 64"]
+if train_steps >= 1000:        # the book's runs: the big network crosses 1
+    assert memo[10, big] < 1 < min(memo[100, big], memo[1000, big])
 
 # %% [markdown]
-# The small networks here, trained for a few hundred steps, are far from that limit:
-# their ratios are above 1 (their samples are blurrier than the data), but they are
-# ordered, the smaller the dataset the closer the samples come to its points. Longer
-# training on 6 points (the health check's test, 2000 steps) brings the ratio below
-# 0.3.
+# The small network, trained for a few hundred steps, is far from the limit: its
+# ratios are above 1 (its samples are blurrier than the data), but ordered: the
+# smaller the dataset, the closer its samples come to the training points. The
+# network four times as wide, trained eight times as long, is sharper everywhere,
+# but only on 10 points does it cross below 1, the ratio of fresh data, towards the
+# memorising limit of 0: its samples sit closer to the training points than the
+# training points sit to each other. On 100 and 1000 points the same network and
+# run stay above 1. Neither network has reached the limit; every further step of
+# training on 10 points fits the empirical denoiser, and so the copies, more
+# closely.
 #
 # ## Part 3: the health check of a run folder
 #
 # `check_run` (and `python -m diffusion_lib evaluate --run RUN --check`) reads a run
 # folder and reports every diagnosis of this chapter that applies: the loss curve
 # (a rise, a fall still going on, the final value against a band measured for each
-# built-in toy), the EMA against the run length, the learning rate against the
-# default, the data's range, and the samples against the data, with a too-coarse
-# DDIM told apart from a bad network. Each finding names its cause and its fix.
+# built-in toy and the 8x8 digits), the EMA against the run length (too slow, or
+# none), the learning rate against the default, the data's range, and the samples
+# against the data, with a too-coarse DDIM told apart from a bad network. Each
+# finding names its cause and its fix.
 
 # %%
 named = {}
-for name in ("ema_slow", "lr_high"):
+for name in ("ema_slow", "no_ema", "lr_high"):
     findings = check_run(runs / name, num_samples=200, seed=seed,
                          sampler="ddim", steps=50)
     flagged = [f for f in findings if f.severity != "ok"]
@@ -564,22 +872,32 @@ for name in ("ema_slow", "lr_high"):
         print(f"      fix: {f.fix}")
 
 # %% tags=["nbval-check-output"]
-print("ema_too_slow named:", "ema_too_slow" in named["ema_slow"])
-print("lr_too_high named:", "lr_too_high" in named["lr_high"])
-assert "ema_too_slow" in named["ema_slow"] and "lr_too_high" in named["lr_high"]
+expected = {"ema_slow": "ema_too_slow", "no_ema": "no_ema",
+            "lr_high": "lr_too_high"}
+for run, finding in expected.items():
+    print(f"{finding} named for {run}:", finding in named[run])
+assert all(finding in named[run] for run, finding in expected.items())
 
 # %% [markdown]
 # ## Summary
 #
 # * With the exact denoiser, a model's error splits into the network's (largest at
-#   small $t$, shrinking with training and width), the sampler's (nothing at 1000
-#   DDPM steps, dominant at 10 DDIM steps) and the bound's gap, which stays even for
-#   the best denoiser.
-# * Each failure of the clinic has a number that tells it apart: the prior term for
-#   unscaled data, the EMA's weight on the early run, the loss curve against a
-#   healthy one, DDPM against DDIM for the sampler, the share of samples outside
-#   $[-1, 1]$ for clipping, the $1/N$ bias for the Frechet distance, a sample metric
-#   for when to stop, and the nearest-training-example ratio for memorisation.
+#   small $t$ in 2-D, shrinking with training and width), the sampler's (nothing at
+#   1000 DDPM steps, large at 10 DDIM steps) and the bound's gap, which stays even
+#   for the best denoiser.
+# * In 64 dimensions the parts stop adding up: DDIM with $\eta = 0$ is an Euler
+#   scheme in $\sigma_t$, which multiplies the network's error at high noise by up
+#   to $\sigma_T = 157$. Networks that are within a few floors under DDPM are off
+#   by orders of magnitude under it; $\eta = 1$, a wider network or longer training
+#   bring them back.
+# * Each failure of the clinic has a number that tells it apart: the prior term and
+#   the samples' pixel range for unscaled data, the EMA's weight on the early run (or
+#   no EMA under a flat learning rate), the loss curve against a healthy one, DDPM
+#   against DDIM for the sampler, the share of samples outside $[-1, 1]$ for
+#   clipping, the $1/N$ bias for the Frechet distance, a sample metric for when to
+#   stop, and the nearest-training-example ratio for memorisation, which falls
+#   towards the exact empirical denoiser's 0 as the network and the run grow on a
+#   small dataset.
 # * `evaluate --check` runs these diagnoses on any run folder.
 #
 # ## Exercises
