@@ -236,6 +236,20 @@ def test_run_folder_layout_and_checkpoint_round_trip(tmp_path):
     assert loaded.data["kind"] == "points" and len(loaded.data["mean"]) == 2
 
 
+def test_load_run_of_an_earlier_step(tmp_path):
+    """load_run(step=k) rebuilds the EMA of step k, as the run had it then (a run stopped at
+    k holds the same weights); a step it does not keep is refused with the kept steps."""
+    run = tmp_path / "r"
+    train(small(out=str(run), steps=9, keep_checkpoints=3))
+    stopped = train(small(out=str(tmp_path / "s"), steps=6))
+    earlier = load_run(run, step=6)
+    assert earlier.step == 6 and earlier.path.name == "step-00000006.safetensors"
+    assert states_equal(earlier.model, stopped.ema_model)
+    assert not states_equal(load_run(run).model, stopped.ema_model)
+    with pytest.raises(CheckpointError, match=r"of step 4; it keeps steps \[3, 6, 9\]"):
+        load_run(run, step=4)
+
+
 @pytest.mark.parametrize("dataset, overrides", [("swissroll", {"dropout": 0.2}),
                                                  ("digits", {"dropout": 0.2})])
 def test_resume_is_bitwise_equal_to_uninterrupted(tmp_path, dataset, overrides):

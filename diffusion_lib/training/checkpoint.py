@@ -267,10 +267,12 @@ class LoadedRun:
 
 
 def load_run(run_dir: str | Path, device: torch.device | str = "cpu",
-             use_ema: bool = True) -> LoadedRun:
-    """Rebuild the network of a run folder's latest checkpoint, in eval mode on ``device``.
+             use_ema: bool = True, step: int | None = None) -> LoadedRun:
+    """Rebuild the network of a run folder's latest checkpoint (or the one of ``step``, for
+    quality along training: chapter 10), in eval mode on ``device``.
 
-    Raises CheckpointError if the folder has no checkpoint or it cannot be read.
+    Raises CheckpointError if the folder has no checkpoint (of that step: the message lists
+    the steps it keeps) or it cannot be read.
     """
     from ..models import build_model_from_dict
     from ..schedules import NoiseSchedule
@@ -282,6 +284,12 @@ def load_run(run_dir: str | Path, device: torch.device | str = "cpu",
     if path is None:
         raise CheckpointError(f"{run_dir}: no checkpoint in {run_dir / CHECKPOINT_DIR}; "
                               f"train first (python -m diffusion_lib train --out {run_dir} ...)")
+    if step is not None:
+        kept = {int(_NAME.match(p.name).group(1)): p for p in list_checkpoints(run_dir)}
+        if step not in kept:
+            raise CheckpointError(f"{run_dir}: no checkpoint of step {step}; it keeps steps "
+                                  f"{sorted(kept)} (TrainConfig.keep_checkpoints keeps more)")
+        path = kept[step]
     ckpt = load_checkpoint(path)
     try:
         model = build_model_from_dict(ckpt.model_config)
